@@ -1,0 +1,188 @@
+"""Checkpoints: the authors' released format, and sam3d's own format.
+
+Official (``train.py`` of med-air/3DSAM-adapter): one pickled dict with ``encoder_dict``,
+``feature_dict`` (a list of four prompt-encoder state dicts; level ``i+1`` is entry ``i``, and
+the paper's model uses only the fourth) and ``decoder_dict``.
+
+sam3d: ``{"format": "sam3d/1", "variant", "config", "sam_checkpoint_sha256", "state"}`` where
+``state`` holds only the tuned tensors when the model sits on a SAM checkpoint (whose SHA-256
+is recorded; the frozen tensors come from it), else the whole state dict. Written atomically (temporary file, then rename).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .build import build_sam3d
+from .config import Sam3DConfig
+from .modeling import Sam3D
+from .modeling.attention import shifted_window_mask
+
+FORMAT = "sam3d/1"
+_UNUSED_PROMPT_KEYS = re.compile(r"positional_encoding_gaussian_matrix|.*cross_attn_token_to_image\.")
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable checkpoint (unreadable, truncated, wrong variant …)."""
+
+
+def read_checkpoint_file(path: str | Path) -> Any:
+    """``torch.load(weights_only=True)`` with clear errors for missing or corrupt files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint (corrupt, truncated or not a "
+            f"checkpoint at all): {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _load_strict(module: torch.nn.Module, state: dict, what: str) -> None:
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+             for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        raise CheckpointError(
+            f"{what} does not match the model — missing: {missing[:5]}{'…' if len(missing) > 5 else ''}"
+            f"; unexpected: {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}; shape mismatch: "
+            f"{wrong[:5]}"
+        )
+    module.load_state_dict(state, strict=True)
+
+
+def official_to_sam3d(ckpt: dict, model: Sam3D) -> None:
+    """Load an official checkpoint dict into ``model`` (in place), checking every key."""
+    for key in ("encoder_dict", "feature_dict", "decoder_dict"):
+        if key not in ckpt:
+            raise CheckpointError(f"not an official 3DSAM-adapter checkpoint: no {key!r} entry")
+    enc = {}
+    enc_cfg = model.image_encoder
+    for key, value in ckpt["encoder_dict"].items():
+        if key.endswith(".attn_mask"):  # a constant of the official constructor: verify, drop
+            block = enc_cfg.blocks[int(key.split(".")[1])]
+            want = shifted_window_mask(enc_cfg.grid, block.window, block.shift).squeeze(1)
+            if not block.shift or value.shape != want.shape or not torch.equal(value, want):
+                raise CheckpointError(f"{key} is not the shifted-window mask this model uses")
+            continue
+        enc["patch_embed." + key if key.startswith("slice_embed.") else key] = value
+    _load_strict(model.image_encoder, enc, "encoder_dict")
+    features = ckpt["feature_dict"]
+    if not isinstance(features, (list, tuple)):
+        raise CheckpointError("feature_dict must be a list of prompt-encoder state dicts")
+    for level_key, prompt_encoder in model.prompt_encoders.items():
+        level = int(level_key)
+        if level > len(features):
+            raise CheckpointError(f"feature_dict has no entry for prompt level {level}")
+        state = {
+            k.removeprefix("transformer."): v
+            for k, v in features[level - 1].items() if not _UNUSED_PROMPT_KEYS.match(k)
+        }
+        _load_strict(prompt_encoder, state, f"feature_dict[{level - 1}]")
+    _load_strict(model.mask_decoder, ckpt["decoder_dict"], "decoder_dict")
+
+
+def load_official_checkpoint(
+    source: str | Path | dict, variant: str | Sam3DConfig = "vit_b", **overrides
+) -> Sam3D:
+    """Build ``variant`` and load the authors' checkpoint (a path or an already-loaded dict)."""
+    ckpt = source if isinstance(source, dict) else read_checkpoint_file(source)
+    if not isinstance(ckpt, dict):
+        raise CheckpointError("an official checkpoint is a dict with encoder/feature/decoder dicts")
+    model = build_sam3d(variant, **overrides)
+    official_to_sam3d(ckpt, model)
+    return model
+
+
+def stored_state(model: Sam3D) -> dict[str, torch.Tensor]:
+    """The tensors a sam3d checkpoint stores.
+
+    On a SAM checkpoint: every tuned parameter (the frozen ones are SAM's). Without one (the
+    ``tiny`` model, or a random-init experiment) nothing can restore the frozen weights, so
+    the whole state dict is stored.
+    """
+    if model.sam_checkpoint_sha256:
+        return {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad}
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(model: Sam3D, path: str | Path, extra: dict | None = None) -> None:
+    """Write the tuned weights with the variant, config and SAM checkpoint hash."""
+    cfg = model.config
+    atomic_save(
+        {
+            "format": FORMAT,
+            "variant": cfg.name,
+            "config": dataclasses.asdict(cfg),
+            "sam_checkpoint_sha256": model.sam_checkpoint_sha256,
+            "state": stored_state(model),
+            "extra": extra or {},
+        },
+        path,
+    )
+
+
+def load_checkpoint(
+    path: str | Path, sam_checkpoint: str | Path | None = None, variant: str | None = None
+) -> Sam3D:
+    """Rebuild a model from a sam3d checkpoint.
+
+    ``sam_checkpoint``: the SAM file the weights sit on (its SHA-256 must match the recorded
+    one). ``variant``: if given, the checkpoint must be of that variant.
+    """
+    ckpt = read_checkpoint_file(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a sam3d checkpoint (expected format {FORMAT!r})")
+    if variant is not None and ckpt["variant"] != variant:
+        raise CheckpointError(
+            f"{path} holds variant {ckpt['variant']!r}, but {variant!r} was requested"
+        )
+    fields = {f.name for f in dataclasses.fields(Sam3DConfig)}
+    raw = {k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["config"].items() if k in fields}
+    cfg = Sam3DConfig(**raw)
+    recorded = ckpt.get("sam_checkpoint_sha256")
+    model = build_sam3d(cfg, sam_checkpoint=sam_checkpoint)
+    if recorded and sam_checkpoint is None:
+        raise CheckpointError(
+            f"{path} was trained on a SAM checkpoint (sha256 {recorded[:12]}…); pass it as "
+            f"sam_checkpoint so the frozen weights can be restored"
+        )
+    if recorded and model.sam_checkpoint_sha256 != recorded:
+        raise CheckpointError(
+            f"SAM checkpoint hash {model.sam_checkpoint_sha256[:12]}… differs from the "
+            f"{recorded[:12]}… these weights were trained on"
+        )
+    want = stored_state(model)
+    state = ckpt["state"]
+    bad = sorted(set(want) ^ set(state)) + [
+        k for k in want if k in state and state[k].shape != want[k].shape
+    ]
+    if bad:
+        raise CheckpointError(f"{path}: tuned tensors do not match variant {cfg.name!r}: {bad[:5]}")
+    model.load_state_dict(state, strict=False)
+    return model

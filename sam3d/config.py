@@ -1,0 +1,122 @@
+"""One registry of named model configurations.
+
+Every variant of the model — backbone size, the CPU ``tiny`` model, and later the ablations
+and parameter-efficient-tuning alternatives — is a :class:`Sam3DConfig` registered here by
+name; code never copies the model to change one of these numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+#: Which encoder parameters are tuned, by policy name: regular expressions matched against
+#: parameter names of ``ImageEncoder3D``. Prompt encoders and the decoder are always tuned.
+TUNING_POLICIES: dict[str, tuple[str, ...]] = {
+    # The paper (official train.py): depth/slice embeddings, norms, adapters, depth rel-pos
+    # tables and the four necks; SAM's own weights stay frozen.
+    "paper": (
+        r"depth_embed",
+        r"patch_embed\.slice_embed\.",
+        r"blocks\.\d+\.(norm1|norm2|adapter)\.",
+        r"blocks\.\d+\.attn\.rel_pos_d",
+        r"neck_3d\.",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Sam3DConfig:
+    """All numbers that define a model variant (defaults: the paper's ViT-B model).
+
+    Encoder: ``dim``, ``depth``, ``num_heads``, ``global_attn_indexes`` (SAM's global blocks,
+    which keep longer rel-pos tables), ``taps`` (0-based blocks feeding the four necks),
+    ``patch``/``sam_img_size`` (SAM's patch size and input size), ``crop`` (input edge in
+    voxels), ``grid`` (tokens per axis), ``window`` (attention window edge, in tokens),
+    ``rel_pos_window`` (SAM's window size), ``out_chans`` (neck width), ``adapter_ratio``.
+    Prompt: ``prompt_levels`` (1-based feature levels with a prompt encoder; () = automatic),
+    ``prompt_depth``, ``prompt_heads``, ``prompt_mlp_dim``, ``num_queries``.
+    Decoder: ``decoder_chans``, ``num_classes``. ``sam_model`` names the segment-anything
+    registry entry whose checkpoint fits the encoder (None: no SAM checkpoint exists).
+    ``tuning``: a key of ``TUNING_POLICIES``.
+    """
+
+    name: str
+    dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    global_attn_indexes: tuple[int, ...] = (2, 5, 8, 11)
+    taps: tuple[int, ...] = (2, 5, 8, 11)
+    mlp_ratio: float = 4.0
+    patch: int = 16
+    sam_img_size: int = 1024
+    crop: int = 128
+    grid: int = 32
+    window: int = 8
+    rel_pos_window: int = 14
+    shift_even_blocks: bool = True
+    out_chans: int = 256
+    adapter_ratio: float = 0.5
+    prompt_levels: tuple[int, ...] = (4,)
+    prompt_depth: int = 2
+    prompt_heads: int = 8
+    prompt_mlp_dim: int = 2048
+    num_queries: int = 10
+    decoder_chans: int = 128
+    num_classes: int = 2
+    sam_model: str | None = "vit_b"
+    tuning: str = "paper"
+    description: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if self.tuning not in TUNING_POLICIES:
+            raise ValueError(f"unknown tuning policy {self.tuning!r}; known: {sorted(TUNING_POLICIES)}")
+        if not 0 < self.adapter_ratio <= 4:
+            raise ValueError(f"adapter_ratio must be in (0, 4], got {self.adapter_ratio}")
+        if len(set(self.prompt_levels)) != len(self.prompt_levels):
+            raise ValueError(f"prompt_levels must be distinct, got {self.prompt_levels}")
+        for level in self.prompt_levels:
+            if not 1 <= level <= len(self.taps):
+                raise ValueError(f"prompt level {level} outside 1..{len(self.taps)}")
+
+    @property
+    def adapter_dim(self) -> int:
+        return max(1, int(self.dim * self.adapter_ratio))
+
+    def replace(self, **changes) -> Sam3DConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+CONFIGS: dict[str, Sam3DConfig] = {}
+
+
+def register(config: Sam3DConfig) -> Sam3DConfig:
+    if config.name in CONFIGS:
+        raise ValueError(f"configuration {config.name!r} is already registered")
+    CONFIGS[config.name] = config
+    return config
+
+
+def get_config(name: str) -> Sam3DConfig:
+    try:
+        return CONFIGS[name]
+    except KeyError:
+        raise KeyError(f"unknown model variant {name!r}; known: {', '.join(CONFIGS)}") from None
+
+
+register(Sam3DConfig("vit_b", description="the paper's model: SAM ViT-B, 128³ crop, 32³ tokens"))
+register(Sam3DConfig(
+    "vit_l", dim=1024, depth=24, num_heads=16, global_attn_indexes=(5, 11, 17, 23),
+    taps=(5, 11, 17, 23), sam_model="vit_l", description="SAM ViT-L backbone, otherwise as vit_b",
+))
+register(Sam3DConfig(
+    "vit_h", dim=1280, depth=32, num_heads=16, global_attn_indexes=(7, 15, 23, 31),
+    taps=(7, 15, 23, 31), sam_model="vit_h", description="SAM ViT-H backbone, otherwise as vit_b",
+))
+register(Sam3DConfig(
+    "tiny", dim=96, depth=4, num_heads=4, global_attn_indexes=(1, 3), taps=(0, 1, 2, 3),
+    sam_img_size=256, crop=64, grid=16, window=4, rel_pos_window=7, out_chans=32,
+    prompt_heads=4, prompt_mlp_dim=64, decoder_chans=16, sam_model=None,
+    description="same architecture at toy size (64³ crop, 16³ tokens) for CPU tests and smoke runs",
+))

@@ -1,0 +1,144 @@
+"""3D window attention with decomposed relative position (the official ``Attention_3d``).
+
+Tokens live on an ``X×Y×Z`` grid laid out as the official code lays them out, ``(H, W, D)``:
+the two in-plane axes first, the slice axis last. Attention runs inside non-overlapping
+``w×w×w`` windows; shifted blocks roll the grid by ``-w/2`` first and mask token pairs that
+came from different regions (Swin), then roll back.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from .common import check_positive
+
+MASK_VALUE = -100.0  # the official additive mask value (not -inf)
+
+
+def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
+    """``B×X×Y×Z×C`` → ``B×nW×w³×C`` (windows in raster order, tokens ``(x, y, z)`` z fastest)."""
+    return rearrange(
+        x, "b (nx wx) (ny wy) (nz wz) c -> b (nx ny nz) (wx wy wz) c", wx=window, wy=window, wz=window
+    )
+
+
+def window_unpartition(windows: torch.Tensor, window: int, grid: int) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: ``B×nW×w³×C`` → ``B×X×Y×Z×C`` with X = Y = Z = grid."""
+    n = grid // window
+    return rearrange(
+        windows,
+        "b (nx ny nz) (wx wy wz) c -> b (nx wx) (ny wy) (nz wz) c",
+        nx=n, ny=n, nz=n, wx=window, wy=window, wz=window,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _shift_mask_cpu(grid: int, window: int, shift: int) -> torch.Tensor:
+    bands = torch.zeros(grid, dtype=torch.long)
+    bands[grid - window : grid - shift] = 1
+    bands[grid - shift :] = 2
+    label = bands[:, None, None] * 9 + bands[None, :, None] * 3 + bands[None, None, :]
+    lab = window_partition(label[None, ..., None], window)[0, :, :, 0]  # nW×w³
+    same = lab[:, :, None] == lab[:, None, :]
+    return torch.where(same, 0.0, MASK_VALUE).unsqueeze(1)  # nW×1×w³×w³
+
+
+def shifted_window_mask(
+    grid: int, window: int, shift: int, device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Additive mask ``nW×1×w³×w³`` (0 within a region, -100 across) for a rolled grid."""
+    return _shift_mask_cpu(grid, window, shift).to(device=device, dtype=dtype)
+
+
+def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
+    """Relative-position table resized (linear, align_corners False) and gathered: ``q×k×C``."""
+    max_rel_dist = 2 * max(q_size, k_size) - 1
+    if rel_pos.shape[0] != max_rel_dist:
+        rel_pos = F.interpolate(
+            rel_pos.T.unsqueeze(0), size=max_rel_dist, mode="linear"
+        )[0].T
+    q_coords = torch.arange(q_size, device=rel_pos.device)[:, None] * max(k_size / q_size, 1.0)
+    k_coords = torch.arange(k_size, device=rel_pos.device)[None, :] * max(q_size / k_size, 1.0)
+    relative = (q_coords - k_coords) + (k_size - 1) * max(q_size / k_size, 1.0)
+    return rel_pos[relative.long()]
+
+
+class WindowAttention3D(nn.Module):
+    """Multi-head self-attention inside 3D windows with a decomposed 3D relative-position bias.
+
+    The bias for query ``i`` and key ``j`` is ``lr·(q_i·R_x[x_i−x_j] + q_i·R_y[…] + q_i·R_z[…])``
+    with unscaled ``q``; only ``q·kᵀ`` is scaled by ``head_dim^-0.5``. The official code keeps
+    SAM's table lengths (``rel_pos_size`` rows, 27 or 127 for ViT-B) and resizes them to
+    ``2w−1`` rows at run time.
+
+    Arguments:
+      dim (int): token width.
+      num_heads (int): attention heads; must divide ``dim``.
+      window (int): window edge ``w`` in tokens.
+      rel_pos_size (int): rows of each stored relative-position table.
+      window_chunk (int): windows processed at once (bounds the bias memory).
+
+    Input and output: ``B×nW×w³×dim`` windows.
+    """
+
+    def __init__(
+        self, dim: int, num_heads: int, window: int, rel_pos_size: int, window_chunk: int = 16
+    ) -> None:
+        super().__init__()
+        check_positive(dim=dim, num_heads=num_heads, window=window, rel_pos_size=rel_pos_size,
+                       window_chunk=window_chunk)
+        if dim % num_heads:
+            raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.window = window
+        self.window_chunk = window_chunk
+        self.scale = self.head_dim**-0.5
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+        self.rel_pos_h = nn.Parameter(torch.zeros(rel_pos_size, self.head_dim))
+        self.rel_pos_w = nn.Parameter(torch.zeros(rel_pos_size, self.head_dim))
+        self.rel_pos_d = nn.Parameter(torch.zeros(rel_pos_size, self.head_dim))
+        self.lr = nn.Parameter(torch.ones(()), requires_grad=False)
+
+    def init_depth_table(self) -> None:
+        """Official initialisation of the new depth table: mean of the H and W tables."""
+        with torch.no_grad():
+            self.rel_pos_d.copy_((self.rel_pos_h + self.rel_pos_w) / 2)
+
+    def _bias(self, q: torch.Tensor) -> torch.Tensor:
+        """Relative-position bias for ``q`` of shape ``N×heads×w³×hd`` → ``N×heads×w³×w³``."""
+        w = self.window
+        rh = get_rel_pos(w, w, self.rel_pos_h)
+        rw = get_rel_pos(w, w, self.rel_pos_w)
+        rd = get_rel_pos(w, w, self.rel_pos_d)
+        rq = q.unflatten(2, (w, w, w))
+        bh = torch.einsum("nhxyzc,xkc->nhxyzk", rq, rh.to(q.dtype))
+        bw = torch.einsum("nhxyzc,ykc->nhxyzk", rq, rw.to(q.dtype))
+        bd = torch.einsum("nhxyzc,zkc->nhxyzk", rq, rd.to(q.dtype))
+        bias = bh[..., :, None, None] + bw[..., None, :, None] + bd[..., None, None, :]
+        return (self.lr.to(q.dtype) * bias).flatten(-3).flatten(2, 4)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, nw, n, c = x.shape
+        qkv = self.qkv(x).reshape(b * nw, n, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B·nW)×heads×n×hd
+        if mask is not None:
+            mask = mask.to(q.dtype).repeat(b, 1, 1, 1)
+        chunks = []
+        for s in range(0, b * nw, self.window_chunk):
+            sl = slice(s, s + self.window_chunk)
+            bias = self._bias(q[sl])
+            if mask is not None:
+                bias = bias + mask[sl]
+            chunks.append(
+                F.scaled_dot_product_attention(q[sl], k[sl], v[sl], attn_mask=bias, scale=self.scale)
+            )
+        out = torch.cat(chunks).transpose(1, 2).reshape(b, nw, n, c)
+        return self.proj(out)

@@ -1,0 +1,131 @@
+"""3D image encoder: SAM's ViT adapted to volumes (the official ``ImageEncoderViT_3d_v2``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling.common import MLPBlock
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .adapter import SpatialAdapter
+from .attention import WindowAttention3D, shifted_window_mask, window_partition, window_unpartition
+from .common import LayerNorm3d, check_positive
+from .patch_embed import VolumePatchEmbed
+
+
+class Block3D(nn.Module):
+    """Adapter → pre-norm (shifted) 3D window attention → pre-norm MLP, on ``B×X×Y×Z×dim``."""
+
+    def __init__(
+        self, dim: int, num_heads: int, mlp_ratio: float, window: int, shift: int,
+        rel_pos_size: int, adapter_dim: int,
+    ) -> None:
+        super().__init__()
+        if not 0 <= shift < window:
+            raise ValueError(f"shift must be in [0, window), got {shift} for window {window}")
+        self.window, self.shift = window, shift
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = WindowAttention3D(dim, num_heads, window, rel_pos_size)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = MLPBlock(dim, int(dim * mlp_ratio), nn.GELU)
+        self.adapter = SpatialAdapter(dim, adapter_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.adapter(x)
+        grid = x.shape[1]
+        h = self.norm1(x)
+        mask = None
+        if self.shift:
+            h = torch.roll(h, shifts=(-self.shift,) * 3, dims=(1, 2, 3))
+            mask = shifted_window_mask(grid, self.window, self.shift, x.device, x.dtype)
+        h = self.attn(window_partition(h, self.window), mask)
+        h = window_unpartition(h, self.window, grid)
+        if self.shift:
+            h = torch.roll(h, shifts=(self.shift,) * 3, dims=(1, 2, 3))
+        x = x + h
+        return x + self.mlp(self.norm2(x))
+
+
+def make_neck(dim: int, out_chans: int) -> nn.Sequential:
+    """1×1×1 conv → channel LayerNorm → 3×3×3 conv → channel LayerNorm (no conv biases)."""
+    return nn.Sequential(
+        nn.Conv3d(dim, out_chans, 1, bias=False),
+        LayerNorm3d(out_chans),
+        nn.Conv3d(out_chans, out_chans, 3, padding=1, bias=False),
+        LayerNorm3d(out_chans),
+    )
+
+
+class ImageEncoder3D(nn.Module):
+    """SAM ViT on a volume, returning four feature levels.
+
+    Arguments:
+      dim, depth, num_heads, mlp_ratio: ViT width, blocks, heads, MLP ratio (SAM's).
+      patch (int): SAM's 2D patch size; sam_img_size (int): SAM's input size (1024), which
+        fixes the stored positional table (``sam_img_size/patch`` per side, pooled to ``grid``).
+      crop (int): input crop edge; grid (int): tokens per axis; window (int): window edge.
+      global_attn_indexes: SAM's global blocks — here only their longer rel-pos tables remain.
+      rel_pos_window (int): SAM's window size (14), fixing the other tables' length.
+      taps: 0-based blocks whose output feeds a neck (ViT-B: 2, 5, 8, 11).
+      out_chans (int): neck width (256). adapter_dim (int): adapter bottleneck.
+      shift_even_blocks (bool): roll windows by ``window/2`` in blocks 0, 2, 4, …
+
+    Input ``B×C×D×H×W`` (C = 1 or 3, D = H = W = crop). Output: list of ``len(taps)`` tensors
+    ``B×out_chans×H'×W'×D'`` in the official (H, W, D) layout, with ``H' = W' = D' = grid``.
+    """
+
+    def __init__(
+        self, *, dim: int, depth: int, num_heads: int, mlp_ratio: float, patch: int,
+        sam_img_size: int, crop: int, grid: int, window: int, global_attn_indexes: Sequence[int],
+        rel_pos_window: int, taps: Sequence[int], out_chans: int, adapter_dim: int,
+        shift_even_blocks: bool = True,
+    ) -> None:
+        super().__init__()
+        check_positive(depth=depth, sam_img_size=sam_img_size, window=window,
+                       rel_pos_window=rel_pos_window, out_chans=out_chans)
+        pos_grid = sam_img_size // patch
+        if grid % window:
+            raise ValueError(f"grid {grid} must be a multiple of window {window}")
+        if pos_grid % grid:
+            raise ValueError(f"SAM's {pos_grid}² positional table cannot be pooled to {grid}²")
+        if not taps or any(not 0 <= t < depth for t in taps) or list(taps) != sorted(set(taps)):
+            raise ValueError(f"taps must be increasing block indices in [0, {depth}), got {taps}")
+        self.grid, self.taps = grid, tuple(taps)
+        self.grad_checkpointing = False
+        self.use_literal_patch_embed = False
+        self.patch_embed = VolumePatchEmbed(dim, patch, crop, grid)
+        self.pos_embed = nn.Parameter(torch.zeros(1, pos_grid, pos_grid, dim))
+        self.depth_embed = nn.Parameter(torch.ones(1, grid, dim))
+        self.blocks = nn.ModuleList(
+            Block3D(
+                dim, num_heads, mlp_ratio, window,
+                shift=window // 2 if shift_even_blocks and i % 2 == 0 else 0,
+                rel_pos_size=2 * (pos_grid if i in global_attn_indexes else rel_pos_window) - 1,
+                adapter_dim=adapter_dim,
+            )
+            for i in range(depth)
+        )
+        self.neck_3d = nn.ModuleList(make_neck(dim, out_chans) for _ in taps)
+
+    def positional(self) -> torch.Tensor:
+        """Pooled 2D table + depth table: ``1×grid×grid×grid×dim`` in (H, W, D) order."""
+        k = self.pos_embed.shape[1] // self.grid
+        pos = F.avg_pool2d(self.pos_embed.permute(0, 3, 1, 2), k).permute(0, 2, 3, 1)
+        return pos[:, :, :, None, :] + self.depth_embed[:, None, None, :, :]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        embed = self.patch_embed.forward_literal if self.use_literal_patch_embed else self.patch_embed
+        tokens = embed(x) + self.positional().to(x.dtype)
+        feats = []
+        for i, block in enumerate(self.blocks):
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                tokens = checkpoint(block, tokens, use_reentrant=False)
+            else:
+                tokens = block(tokens)
+            if i in self.taps:
+                neck = self.neck_3d[len(feats)]
+                feats.append(neck(tokens.permute(0, 4, 1, 2, 3)))
+        return feats

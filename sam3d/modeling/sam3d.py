@@ -1,0 +1,108 @@
+"""The assembled promptable 3D model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .image_encoder import ImageEncoder3D
+from .mask_decoder import MaskDecoder3D
+from .prompt_encoder import PromptEncoder3D
+
+
+def normalise_points(points: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Voxel indices ``B×N×3`` ordered (d, h, w) → ``grid_sample`` coordinates ``B×N×3``.
+
+    Voxel centres map to ``(p + 0.5)·2/size − 1``; the columns are reordered to (d, w, h),
+    i.e. (x → D, y → W, z → H) for a feature map laid out ``B×C×H×W×D``, as the official code.
+    """
+    d, h, w = size
+    scale = points.new_tensor([d, h, w])
+    n = (points + 0.5) * 2 / scale - 1
+    return n[..., [0, 2, 1]]
+
+
+class Sam3D(nn.Module):
+    """3DSAM-adapter: encoder, prompt encoders on chosen feature levels, MLA decoder.
+
+    Arguments:
+      image_encoder (ImageEncoder3D), mask_decoder (MaskDecoder3D).
+      prompt_encoders (dict[int, PromptEncoder3D]): 1-based feature level → prompt encoder
+        (the paper: ``{4: …}``; empty for the automatic, prompt-free variant).
+
+    Switches: ``grad_checkpointing`` (recompute encoder blocks in backward) and ``bf16``
+    (autocast the forward to bfloat16).
+
+    ``forward(volume, points)``: volume ``B×C×D×H×W`` (C = 1 or 3, D = H = W = crop), points
+    ``B×N×3`` voxel indices (d, h, w) inside the volume (ignored by a prompt-free model).
+    Returns logits ``B×2×D×H×W``.
+    """
+
+    def __init__(
+        self, image_encoder: ImageEncoder3D, mask_decoder: MaskDecoder3D,
+        prompt_encoders: dict[int, PromptEncoder3D],
+    ) -> None:
+        super().__init__()
+        levels = len(image_encoder.taps)
+        for level in prompt_encoders:
+            if not 1 <= level <= levels:
+                raise ValueError(f"prompt level {level} outside 1..{levels}")
+        self.image_encoder = image_encoder
+        self.mask_decoder = mask_decoder
+        self.prompt_encoders = nn.ModuleDict({str(k): v for k, v in sorted(prompt_encoders.items())})
+        self.bf16 = False
+
+    @property
+    def crop(self) -> int:
+        return self.image_encoder.patch_embed.crop
+
+    @property
+    def grad_checkpointing(self) -> bool:
+        return self.image_encoder.grad_checkpointing
+
+    @grad_checkpointing.setter
+    def grad_checkpointing(self, value: bool) -> None:
+        self.image_encoder.grad_checkpointing = bool(value)
+
+    def check_inputs(self, volume: torch.Tensor, points: torch.Tensor | None) -> None:
+        """Raise ``ValueError`` with a clear message for malformed volumes or clicks."""
+        s = self.crop
+        if volume.ndim != 5 or volume.shape[1] not in (1, 3) or tuple(volume.shape[2:]) != (s,) * 3:
+            raise ValueError(
+                f"volume must be B×C×D×H×W with C in (1, 3) and D = H = W = {s}, "
+                f"got shape {tuple(volume.shape)}"
+            )
+        if not torch.isfinite(volume).all():
+            raise ValueError("volume contains NaN or Inf values")
+        if not self.prompt_encoders:
+            return
+        if points is None:
+            raise ValueError("this model is promptable: pass points of shape B×N×3")
+        if points.ndim != 3 or points.shape[0] != volume.shape[0] or points.shape[2] != 3 \
+                or points.shape[1] < 1:
+            raise ValueError(
+                f"points must be B×N×3 (d, h, w) with B = {volume.shape[0]} and N ≥ 1, "
+                f"got shape {tuple(points.shape)}"
+            )
+        if not torch.isfinite(points).all() or (points < 0).any() or (points > s - 1).any():
+            raise ValueError(f"points must be voxel indices inside the volume, in [0, {s - 1}]")
+
+    def forward(self, volume: torch.Tensor, points: torch.Tensor | None = None) -> torch.Tensor:
+        self.check_inputs(volume, points)
+        device_type = volume.device.type
+        ctx = torch.autocast(device_type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
+        with ctx:
+            feats = self.image_encoder(volume)
+            if self.prompt_encoders:
+                grid_points = normalise_points(points.to(torch.float32), volume.shape[2:])
+                for key, prompt_encoder in self.prompt_encoders.items():
+                    level = int(key) - 1
+                    feats[level] = prompt_encoder(feats[level], grid_points)
+            # raw-image skip at twice the token resolution (a 2×2×2 mean for a 128³ crop)
+            skip = F.adaptive_avg_pool3d(volume[:, :1].permute(0, 1, 3, 4, 2), 2 * feats[0].shape[-1])
+            logits = self.mask_decoder(feats, skip, self.crop)
+        return logits.float().permute(0, 1, 4, 2, 3)
