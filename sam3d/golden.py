@@ -231,3 +231,40 @@ def load_golden_inputs(folder: str | Path) -> tuple[np.ndarray, np.ndarray, np.n
     if points.ndim != 3 or points.shape[0] != 1 or points.shape[2] != 3:
         raise ValueError(f"expected points of shape (1, N, 3), got {points.shape}")
     return image, points, logits
+
+
+def default_golden_dir() -> Path:
+    """``$SAM3D_GOLDEN_DIR`` or ``../shared/golden/official-v2`` next to the repository."""
+    import os
+
+    env = os.environ.get("SAM3D_GOLDEN_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared/golden/official-v2"
+
+
+def check_equivalence(folder: str | Path, device: str = "cpu") -> dict[str, Any]:
+    """Rebuild the golden checkpoint, run sam3d's forward on the golden input and compare.
+
+    Returns max and mean absolute logit difference, the number of voxels whose argmax
+    differs, and the forward's wall time. Expected logits are official (B, class, H, W, D);
+    they are compared in sam3d's (B, class, D, H, W).
+    """
+    import time
+
+    from .checkpoint import load_official_checkpoint
+
+    model = load_official_checkpoint(build_official_checkpoint(folder)).to(device).eval()
+    image, points, expected = load_golden_inputs(folder)
+    points_dhw = torch.from_numpy(points)[..., [0, 2, 1]]  # official (d, w, h) → (d, h, w)
+    start = time.perf_counter()
+    with torch.no_grad():
+        logits = model(torch.from_numpy(image).to(device), points_dhw.to(device)).cpu().numpy()
+    seconds = time.perf_counter() - start
+    expected = np.transpose(expected, (0, 1, 4, 2, 3))
+    diff = np.abs(logits - expected)
+    return {
+        "max_abs_diff": float(diff.max()),
+        "mean_abs_diff": float(diff.mean()),
+        "argmax_mismatch_voxels": int((logits.argmax(1) != expected.argmax(1)).sum()),
+        "voxels": int(expected[:, 0].size),
+        "forward_seconds": round(seconds, 1),
+    }

@@ -112,33 +112,53 @@ class WindowAttention3D(nn.Module):
         with torch.no_grad():
             self.rel_pos_d.copy_((self.rel_pos_h + self.rel_pos_w) / 2)
 
-    def _bias(self, q: torch.Tensor) -> torch.Tensor:
-        """Relative-position bias for ``q`` of shape ``N×heads×w³×hd`` → ``N×heads×w³×w³``."""
+    def rel_pos_terms(self, q: torch.Tensor) -> torch.Tensor:
+        """Per-axis relative-position logits ``lr·q·R``: ``N×heads×w³×3w`` for ``q`` ``N×heads×w³×hd``.
+
+        Column ``a·w + j`` holds the term for a key at index ``j`` along axis ``a`` (x, y, z).
+        """
         w = self.window
-        rh = get_rel_pos(w, w, self.rel_pos_h)
-        rw = get_rel_pos(w, w, self.rel_pos_w)
-        rd = get_rel_pos(w, w, self.rel_pos_d)
         rq = q.unflatten(2, (w, w, w))
-        bh = torch.einsum("nhxyzc,xkc->nhxyzk", rq, rh.to(q.dtype))
-        bw = torch.einsum("nhxyzc,ykc->nhxyzk", rq, rw.to(q.dtype))
-        bd = torch.einsum("nhxyzc,zkc->nhxyzk", rq, rd.to(q.dtype))
-        bias = bh[..., :, None, None] + bw[..., None, :, None] + bd[..., None, None, :]
-        return (self.lr.to(q.dtype) * bias).flatten(-3).flatten(2, 4)
+        terms = [
+            torch.einsum(eq, rq, get_rel_pos(w, w, table).to(q.dtype))
+            for eq, table in (
+                ("nhxyzc,xkc->nhxyzk", self.rel_pos_h),
+                ("nhxyzc,ykc->nhxyzk", self.rel_pos_w),
+                ("nhxyzc,zkc->nhxyzk", self.rel_pos_d),
+            )
+        ]
+        return (self.lr.to(q.dtype) * torch.cat(terms, -1)).flatten(2, 4)
+
+    def key_positions(self, like: torch.Tensor) -> torch.Tensor:
+        """One-hot key coordinates ``w³×3w`` selecting each key's column in the terms above."""
+        w = self.window
+        idx = torch.arange(w**3, device=like.device)
+        coords = torch.stack([idx // (w * w), (idx // w) % w, idx % w], 1)  # w³×3
+        cols = coords + torch.arange(3, device=like.device) * w
+        return torch.zeros(w**3, 3 * w, dtype=like.dtype, device=like.device).scatter_(1, cols, 1.0)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``B×nW×w³×dim`` windows (``mask``: ``nW×1×w³×w³`` additive, or None) → same shape.
+
+        The decomposed bias is a dot product of per-query terms with one-hot key positions,
+        so it is appended to ``q`` and ``k`` and one fused ``scaled_dot_product_attention``
+        call computes ``softmax(scale·q·kᵀ + bias + mask)·v`` without materialising the bias.
+        """
         b, nw, n, c = x.shape
         qkv = self.qkv(x).reshape(b * nw, n, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B·nW)×heads×n×hd
         if mask is not None:
             mask = mask.to(q.dtype).repeat(b, 1, 1, 1)
+        onehot = self.key_positions(q)
+        extra = onehot.shape[1]
         chunks = []
         for s in range(0, b * nw, self.window_chunk):
-            sl = slice(s, s + self.window_chunk)
-            bias = self._bias(q[sl])
-            if mask is not None:
-                bias = bias + mask[sl]
-            chunks.append(
-                F.scaled_dot_product_attention(q[sl], k[sl], v[sl], attn_mask=bias, scale=self.scale)
-            )
+            qs, ks, vs = q[s : s + self.window_chunk], k[s : s + self.window_chunk], v[s : s + self.window_chunk]
+            qa = torch.cat([qs * self.scale, self.rel_pos_terms(qs)], -1)
+            ka = torch.cat([ks, onehot.expand(*ks.shape[:2], -1, -1)], -1)
+            va = F.pad(vs, (0, extra))  # the fused kernels want equal q/k/v widths
+            m = None if mask is None else mask[s : s + self.window_chunk]
+            out = F.scaled_dot_product_attention(qa, ka, va, attn_mask=m, scale=1.0)
+            chunks.append(out[..., : self.head_dim])
         out = torch.cat(chunks).transpose(1, 2).reshape(b, nw, n, c)
         return self.proj(out)
