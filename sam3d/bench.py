@@ -89,10 +89,11 @@ def work(kind: str, variant: str, device: str, warmup: int, opts: dict) -> dict:
             model = build_sam3d(variant).eval()
             s = model.crop
             volume = torch.empty(1, 3, s, s, s)
+            points = torch.zeros(1, 1, 3)
         model.check_inputs = lambda *a: None
         counter = FlopCounterMode(display=False)
         with counter, torch.no_grad():
-            model(volume, torch.zeros(1, 1, 3))
+            model(volume, points)
         return {"tflops": round(counter.get_total_flops() / 1e12, 3)}
     if kind == "sam2d":  # segment-anything's ViT-B image encoder on one 1024² image
         from segment_anything import sam_model_registry
@@ -174,11 +175,14 @@ def run_bench(variant: str = "vit_b", device: str = "cpu", threads: int | None =
         ("train_checkpointing", "train", {"checkpointing": True}),
         ("train_plain", "train", {"checkpointing": False}),
         ("forward_fast_bf16", "forward", {"path": "fast", "bf16": True}),
+        ("train_checkpointing_bf16", "train", {"checkpointing": True, "bf16": True}),
     ]
     for name, kind, opts in plan:
         if any(s in name for s in skip):
             continue
-        res[name] = measure(kind, variant, device, threads, warmup if kind != "train" else 0,
+        # a CPU training step takes minutes: warm up only on an accelerator
+        steps = warmup if kind != "train" or device != "cpu" else 0
+        res[name] = measure(kind, variant, device, threads, steps,
                             mem_limit_gib if device == "cpu" else None, **opts)
         log(f"{name:22s} {json.dumps(res[name])}")
     fast, lit, sam = (res.get(k, {}) for k in ("forward_fast", "forward_literal", "sam2d_vit_b_1024"))
