@@ -78,24 +78,26 @@ def load_sam_state(model: Sam3D, state: dict[str, torch.Tensor], sha256: str = "
     prefix = "image_encoder."
     if not any(k.startswith(prefix) for k in state):
         raise ValueError("not a segment-anything checkpoint: no 'image_encoder.*' keys")
-    loaded, unexpected = [], []
+    pairs, unexpected = [], []
+    for key, value in state.items():
+        name = key[len(prefix):] if key.startswith(prefix) else None
+        target = enc_state.get(name) if name is not None else None
+        if target is None:
+            unexpected.append(key)
+        elif target.shape != value.shape:  # checked for all keys before anything is copied
+            raise ValueError(
+                f"SAM checkpoint tensor {key!r} has shape {tuple(value.shape)}, the 3D "
+                f"encoder expects {tuple(target.shape)} (wrong SAM variant?)"
+            )
+        else:
+            pairs.append((name, target, value))
     with torch.no_grad():
-        for key, value in state.items():
-            name = key[len(prefix):] if key.startswith(prefix) else None
-            target = enc_state.get(name) if name is not None else None
-            if target is None:
-                unexpected.append(key)
-                continue
-            if target.shape != value.shape:
-                raise ValueError(
-                    f"SAM checkpoint tensor {key!r} has shape {tuple(value.shape)}, the 3D "
-                    f"encoder expects {tuple(target.shape)} (wrong SAM variant?)"
-                )
+        for _, target, value in pairs:
             target.copy_(value)
-            loaded.append(name)
         for block in model.image_encoder.blocks:
             block.attn.init_depth_table()
-    missing = [k for k in enc_state if k not in set(loaded)]
+    loaded = [name for name, _, _ in pairs]
+    missing = sorted(set(enc_state) - set(loaded))
     model.sam_checkpoint_sha256 = sha256 or None
     return SamLoadReport(loaded, missing, unexpected, sha256)
 

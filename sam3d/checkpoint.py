@@ -67,13 +67,23 @@ def official_to_sam3d(ckpt: dict, model: Sam3D) -> None:
     for key in ("encoder_dict", "feature_dict", "decoder_dict"):
         if key not in ckpt:
             raise CheckpointError(f"not an official 3DSAM-adapter checkpoint: no {key!r} entry")
+    for key in ("encoder_dict", "decoder_dict"):
+        if not isinstance(ckpt[key], dict):
+            raise CheckpointError(f"{key} must be a state dict, got {type(ckpt[key]).__name__}")
     enc = {}
-    enc_cfg = model.image_encoder
+    encoder = model.image_encoder
     for key, value in ckpt["encoder_dict"].items():
         if key.endswith(".attn_mask"):  # a constant of the official constructor: verify, drop
-            block = enc_cfg.blocks[int(key.split(".")[1])]
-            want = shifted_window_mask(enc_cfg.grid, block.window, block.shift).squeeze(1)
-            if not block.shift or value.shape != want.shape or not torch.equal(value, want):
+            index = key.split(".")[1]
+            if not index.isdigit() or int(index) >= len(encoder.blocks):
+                raise CheckpointError(
+                    f"{key}: this model has {len(encoder.blocks)} blocks (wrong variant?)"
+                )
+            block = encoder.blocks[int(index)]
+            if not block.shift:
+                raise CheckpointError(f"{key}: block {index} of this model is not shifted")
+            want = shifted_window_mask(encoder.grid, block.window, block.shift).squeeze(1)
+            if value.shape != want.shape or not torch.equal(value, want):
                 raise CheckpointError(f"{key} is not the shifted-window mask this model uses")
             continue
         enc["patch_embed." + key if key.startswith("slice_embed.") else key] = value
@@ -83,8 +93,8 @@ def official_to_sam3d(ckpt: dict, model: Sam3D) -> None:
         raise CheckpointError("feature_dict must be a list of prompt-encoder state dicts")
     for level_key, prompt_encoder in model.prompt_encoders.items():
         level = int(level_key)
-        if level > len(features):
-            raise CheckpointError(f"feature_dict has no entry for prompt level {level}")
+        if level > len(features) or not isinstance(features[level - 1], dict):
+            raise CheckpointError(f"feature_dict has no state dict for prompt level {level}")
         state = {
             k.removeprefix("transformer."): v
             for k, v in features[level - 1].items() if not _UNUSED_PROMPT_KEYS.match(k)
@@ -125,6 +135,9 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -158,14 +171,25 @@ def load_checkpoint(
     ckpt = read_checkpoint_file(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a sam3d checkpoint (expected format {FORMAT!r})")
+    for key, kind in (("variant", str), ("config", dict), ("state", dict)):
+        if not isinstance(ckpt.get(key), kind):
+            raise CheckpointError(f"{path} is an incomplete sam3d checkpoint: {key!r} missing")
     if variant is not None and ckpt["variant"] != variant:
         raise CheckpointError(
             f"{path} holds variant {ckpt['variant']!r}, but {variant!r} was requested"
         )
     fields = {f.name for f in dataclasses.fields(Sam3DConfig)}
     raw = {k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["config"].items() if k in fields}
-    cfg = Sam3DConfig(**raw)
+    try:
+        cfg = Sam3DConfig(**raw)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: invalid model configuration: {exc}") from exc
     recorded = ckpt.get("sam_checkpoint_sha256")
+    if not recorded and sam_checkpoint is not None:
+        raise CheckpointError(
+            f"{path} stores the whole model (it was not trained on a SAM checkpoint); load it "
+            f"without sam_checkpoint"
+        )
     model = build_sam3d(cfg, sam_checkpoint=sam_checkpoint)
     if recorded and sam_checkpoint is None:
         raise CheckpointError(

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 # The repository lives beside the project's shared/ folder (…/main and …/shared), so
 # parents[2] of this file is the folder holding both.
@@ -31,8 +32,6 @@ def golden_dir() -> Path:
 # Shared helpers for the model tests (tiny variant; everything here is CPU-cheap).
 # --------------------------------------------------------------------------------------
 
-import torch  # noqa: E402
-
 TINY_CROP = 64
 
 
@@ -50,7 +49,7 @@ def _randomise(module: torch.nn.Module, seed: int = 0, std: float = 0.05) -> tor
     return module
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def randomise():
     """``randomise(module, seed=0, std=0.05)``: fill zero-initialised tables with noise."""
     return _randomise
@@ -75,3 +74,49 @@ def tiny_inputs():
          [[40.0, 50.0, 12.0], [7.0, 7.0, 7.0], [20.0, 60.0, 33.0]]]
     )
     return volume, points
+
+
+_SAM_PARTS = ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.lin1", "mlp.lin2")
+
+
+def _fake_sam_state(model, seed: int = 0) -> dict:
+    """A segment-anything-shaped state dict for ``model``'s encoder (any size, e.g. tiny).
+
+    Holds SAM's image-encoder keys that the 3D encoder shares (``pos_embed``, ``patch_embed``,
+    per block ``norm1/2``, ``attn.qkv/proj``, ``attn.rel_pos_h/w``, ``mlp``) with random values,
+    plus keys the 3D model must report as unused (2D ``neck``, prompt encoder, mask decoder).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    enc = model.image_encoder.state_dict()
+    keys = ["pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias"] + [
+        k for k in enc if k.startswith("blocks.") and (
+            any(f".{part}." in k for part in _SAM_PARTS) or k.endswith(("rel_pos_h", "rel_pos_w")))
+    ]
+    state = {"image_encoder." + k: torch.randn(enc[k].shape, generator=gen) for k in keys}
+    dim = model.config.dim
+    state.update({
+        "image_encoder.neck.0.weight": torch.randn(256, dim, 1, 1, generator=gen),
+        "image_encoder.neck.1.weight": torch.ones(256),
+        "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix": torch.randn(2, 128),
+        "mask_decoder.iou_token.weight": torch.randn(1, 256),
+    })
+    return state
+
+
+@pytest.fixture(scope="session")
+def fake_sam_state():
+    """``fake_sam_state(model, seed=0)``: a SAM-shaped state dict for ``model`` (cheap)."""
+    return _fake_sam_state
+
+
+@pytest.fixture(scope="session")
+def sam_vit_b_checkpoint(tmp_path_factory):
+    """``(path, state)``: a randomly initialised segment-anything ViT-B saved like the official
+    ``sam_vit_b_01ec64.pth`` (same keys and shapes; ~375 MB on disk). Slow tests only."""
+    from segment_anything import sam_model_registry
+
+    torch.manual_seed(0)
+    state = sam_model_registry["vit_b"](checkpoint=None).state_dict()
+    path = tmp_path_factory.mktemp("sam") / "sam_vit_b_random.pth"
+    torch.save(state, path)
+    return path, state

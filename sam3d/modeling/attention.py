@@ -52,8 +52,11 @@ def shifted_window_mask(
     grid: int, window: int, shift: int, device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Additive mask ``nW×1×w³×w³`` (0 within a region, -100 across) for a rolled grid."""
-    return _shift_mask_cpu(grid, window, shift).to(device=device, dtype=dtype)
+    """Additive mask ``nW×1×w³×w³`` (0 within a region, -100 across) for a rolled grid.
+
+    Always a fresh tensor: the cached CPU copy is never handed out.
+    """
+    return _shift_mask_cpu(grid, window, shift).to(device=device, dtype=dtype, copy=True)
 
 
 def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:

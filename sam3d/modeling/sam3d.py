@@ -88,6 +88,8 @@ class Sam3D(nn.Module):
                 f"points must be B×N×3 (d, h, w) with B = {volume.shape[0]} and N ≥ 1, "
                 f"got shape {tuple(points.shape)}"
             )
+        if points.device != volume.device:
+            raise ValueError(f"points are on {points.device}, the volume on {volume.device}")
         if not torch.isfinite(points).all() or (points < 0).any() or (points > s - 1).any():
             raise ValueError(f"points must be voxel indices inside the volume, in [0, {s - 1}]")
 

@@ -1,0 +1,82 @@
+"""The registry of named configurations."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from sam3d import CONFIGS, Sam3DConfig, get_config
+from sam3d.config import TUNING_POLICIES, register
+
+
+def test_registry_names() -> None:
+    assert {"vit_b", "vit_l", "vit_h", "tiny"} <= set(CONFIGS)
+    for name, cfg in CONFIGS.items():
+        assert cfg.name == name
+        assert get_config(name) is cfg
+
+
+def test_paper_defaults() -> None:
+    cfg = get_config("vit_b")
+    assert (cfg.dim, cfg.depth, cfg.num_heads, cfg.crop, cfg.grid, cfg.window) == (
+        768,
+        12,
+        12,
+        128,
+        32,
+        8,
+    )
+    assert cfg.taps == cfg.global_attn_indexes == (2, 5, 8, 11)
+    assert cfg.prompt_levels == (4,)
+    assert cfg.adapter_dim == 384 and cfg.tuning == "paper" and cfg.sam_model == "vit_b"
+    assert get_config("vit_l").dim == 1024 and get_config("vit_h").dim == 1280
+    tiny = get_config("tiny")
+    assert tiny.sam_model is None and tiny.crop == 64 and tiny.grid * tiny.patch % tiny.crop == 0
+
+
+def test_unknown_name_lists_known() -> None:
+    with pytest.raises(KeyError) as info:
+        get_config("vit_x")
+    message = str(info.value)
+    assert "vit_x" in message
+    for name in ("vit_b", "vit_l", "vit_h", "tiny"):
+        assert name in message
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"tuning": "lora"}, "tuning policy"),
+        ({"prompt_levels": (4, 4)}, "distinct"),
+        ({"prompt_levels": (5,)}, "prompt level 5"),
+        ({"prompt_levels": (0,)}, "prompt level 0"),
+        ({"adapter_ratio": 0.0}, "adapter_ratio"),
+        ({"adapter_ratio": 5.0}, "adapter_ratio"),
+    ],
+)
+def test_invalid_fields(changes: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        Sam3DConfig("bad", **changes)
+    with pytest.raises(ValueError, match=match):  # replace() validates again
+        get_config("vit_b").replace(**changes)
+
+
+def test_replace_returns_new_config() -> None:
+    base = get_config("tiny")
+    cfg = base.replace(prompt_levels=(1, 2))
+    assert cfg.prompt_levels == (1, 2) and base.prompt_levels == (4,)
+    assert cfg.name == "tiny" and cfg != base
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        base.dim = 3  # type: ignore[misc]
+
+
+def test_register_rejects_duplicates() -> None:
+    with pytest.raises(ValueError, match="already registered"):
+        register(Sam3DConfig("vit_b"))
+    assert CONFIGS["vit_b"] == Sam3DConfig("vit_b")
+
+
+def test_tuning_policy_names() -> None:
+    assert "paper" in TUNING_POLICIES
+    assert all(isinstance(p, str) for p in TUNING_POLICIES["paper"])

@@ -1,0 +1,179 @@
+"""Numerical equivalence with the official implementation on the golden fixture (official-v2).
+
+One ViT-B forward (fast paths, CPU, fp32) on the fixture's 128³ region with the fixture's
+checkpoint, compared with the official logits and with sampled intermediate stages
+(``stages.json``), all recorded by forward hooks during that single forward.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sam3d.checkpoint import load_official_checkpoint
+from sam3d.golden import (
+    build_official_checkpoint,
+    load_golden_inputs,
+    load_manifest,
+    recipe_tensor,
+    verify,
+)
+from sam3d.modeling.patch_embed import VolumePatchEmbed
+
+pytestmark = pytest.mark.slow
+
+BLOCK_STAGES = [f"block{i:02d}" for i in range(1, 13)]
+HOOKED_STAGES = [
+    "pos_added",
+    *BLOCK_STAGES,
+    "neck0",
+    "neck1",
+    "neck2",
+    "neck3",
+    "prompt_encoder3",
+    "image_skip",
+    "decoder_mla_concat",
+    "decoder_cls_64",
+    "decoder_logits",
+]
+
+
+def load_stages(golden_dir: Path) -> dict[str, dict]:
+    stages = json.loads((golden_dir / "stages.json").read_text(encoding="utf-8"))["stages"]
+    return {s["name"]: s for s in stages}
+
+
+def summarise(tensor: torch.Tensor, stage: dict) -> dict:
+    """The 32 sampled values (flat C-order indices) plus mean/std, in the stage's layout."""
+    t = tensor.detach()
+    assert list(t.shape) == stage["shape"], (stage["name"], tuple(t.shape))
+    flat = t.reshape(-1)
+    d = t.double()
+    return {
+        "values": flat[torch.tensor(stage["indices"])].double().numpy(),
+        "mean": float(d.mean()),
+        "std": float(d.std(unbiased=False)),
+    }
+
+
+def assert_stage_close(got: dict, stage: dict) -> None:
+    want = np.asarray(stage["values"], dtype=np.float64)
+    err = np.abs(got["values"] - want)
+    tol = 1e-4 + 1e-5 * np.abs(want)
+    assert np.all(err <= tol), (
+        f"{stage['name']}: max err {err.max():.3g} (worst index {err.argmax()})"
+    )
+    assert abs(got["std"] - stage["std"]) <= 1e-5 * stage["std"] + 1e-6, stage["name"]
+    assert abs(got["mean"] - stage["mean"]) <= 1e-5 * stage["std"] + 1e-6, stage["name"]
+
+
+@pytest.fixture(scope="module")
+def golden_run(golden_dir: Path) -> dict:
+    """Build the official checkpoint, load it, run the fixture once with stage hooks."""
+    stages = load_stages(golden_dir)
+    model = load_official_checkpoint(build_official_checkpoint(golden_dir)).eval()
+    image, points, expected = load_golden_inputs(golden_dir)
+    record: dict[str, dict] = {}
+
+    def keep(name, fn=lambda t: t):
+        return lambda module, args, out: record.__setitem__(name, summarise(fn(out), stages[name]))
+
+    enc, dec = model.image_encoder, model.mask_decoder
+    handles = [
+        enc.blocks[0].register_forward_pre_hook(
+            lambda m, args: record.__setitem__("pos_added", summarise(args[0], stages["pos_added"]))
+        ),
+        *(b.register_forward_hook(keep(name)) for b, name in zip(enc.blocks, BLOCK_STAGES)),
+        *(enc.neck_3d[i].register_forward_hook(keep(f"neck{i}")) for i in range(4)),
+        model.prompt_encoders["4"].register_forward_hook(keep("prompt_encoder3")),
+        dec.register_forward_pre_hook(
+            lambda m, args: record.__setitem__(
+                "image_skip", summarise(args[1], stages["image_skip"])
+            )
+        ),
+        # the fused decoder never materialises the ×2 concat: upsample the heads here
+        dec.mlahead.register_forward_hook(
+            keep(
+                "decoder_mla_concat",
+                lambda t: (
+                    t
+                    if t.shape[-1] == 64
+                    else F.interpolate(t, scale_factor=2, mode="trilinear", align_corners=True)
+                ),
+            )
+        ),
+        dec.cls[3].register_forward_hook(keep("decoder_cls_64")),
+        dec.register_forward_hook(keep("decoder_logits")),
+    ]
+    ours_points = torch.from_numpy(
+        np.ascontiguousarray(points[..., [0, 2, 1]])
+    )  # (d,w,h) → (d,h,w)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(image), ours_points)
+    for h in handles:
+        h.remove()
+    return {
+        "logits": logits.numpy(),
+        "expected": np.transpose(expected, (0, 1, 4, 2, 3)),  # (B,2,H,W,D) → (B,2,D,H,W)
+        "record": record,
+        "stages": stages,
+    }
+
+
+def test_logits_match_official(golden_run: dict) -> None:
+    ours, want = golden_run["logits"], golden_run["expected"]
+    assert ours.shape == want.shape == (1, 2, 128, 128, 128)
+    diff = np.abs(ours.astype(np.float64) - want)
+    assert diff.max() <= 1e-4, f"max abs diff {diff.max():.3g}"
+    assert diff.mean() <= 1e-5, f"mean abs diff {diff.mean():.3g}"
+    flipped = int((ours.argmax(1) != want.argmax(1)).sum())
+    print(f"golden logits: max abs {diff.max():.3g}, mean abs {diff.mean():.3g}, {flipped} flips")
+    assert flipped <= 50, f"{flipped} voxels change class"
+
+
+@pytest.mark.parametrize("name", HOOKED_STAGES)
+def test_stage_matches_official(golden_run: dict, name: str) -> None:
+    assert name in golden_run["record"], f"stage {name} was not reached"
+    assert_stage_close(golden_run["record"][name], golden_run["stages"][name])
+
+
+def test_patch_embedding_stage(golden_dir: Path) -> None:
+    """Fast (composed conv) and literal (×4 upsample, 2D conv per slice, depth conv) patch
+    embeddings against the official ``patch_embed_2d`` and ``slice_embed`` stages."""
+    manifest = load_manifest(golden_dir)
+    encoder = next(g for g in manifest["groups"] if g["group"] == "encoder")
+    embed = VolumePatchEmbed(dim=768, patch=16, crop=128, grid=32)
+    wanted = {
+        "patch_embed.proj.weight": embed.proj.weight,
+        "patch_embed.proj.bias": embed.proj.bias,
+        "slice_embed.weight": embed.slice_embed.weight,
+        "slice_embed.bias": embed.slice_embed.bias,
+    }
+    with torch.no_grad():
+        for entry in encoder["tensors"]:
+            if entry["key"] in wanted:
+                values = recipe_tensor("encoder", entry)
+                verify(values, entry)
+                wanted.pop(entry["key"]).copy_(torch.from_numpy(values))
+    assert not wanted
+    stages = load_stages(golden_dir)
+    image = torch.from_numpy(load_golden_inputs(golden_dir)[0])
+    record = {}
+    handle = embed.proj.register_forward_hook(  # 2D conv output D×C×H×W → stage layout D×H×W×C
+        lambda m, a, out: record.__setitem__(
+            "patch_embed_2d", summarise(out.permute(0, 2, 3, 1), stages["patch_embed_2d"])
+        )
+    )
+    with torch.no_grad():
+        fast = embed(image)
+        assert_stage_close(summarise(fast, stages["slice_embed"]), stages["slice_embed"])
+        literal = embed.forward_literal(image)
+    handle.remove()
+    assert_stage_close(record["patch_embed_2d"], stages["patch_embed_2d"])
+    assert_stage_close(summarise(literal, stages["slice_embed"]), stages["slice_embed"])
+    assert (fast - literal).abs().max() <= 1e-4 * literal.abs().max()
