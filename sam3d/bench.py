@@ -144,7 +144,10 @@ def measure(kind: str, variant: str, device: str, threads: int | None, warmup: i
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        return {"error": tail[:300], "returncode": proc.returncode}
+        failed = {"error": tail[:300], "returncode": proc.returncode}
+        if mem_limit_gib and "can't allocate memory" in tail:
+            failed["exceeded_memory_cap_gib"] = mem_limit_gib
+        return failed
     return json.loads(lines[-1])
 
 

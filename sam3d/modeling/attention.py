@@ -59,6 +59,28 @@ def shifted_window_mask(
     return _shift_mask_cpu(grid, window, shift).to(device=device, dtype=dtype, copy=True)
 
 
+@functools.lru_cache(maxsize=16)
+def _window_order_cpu(grid: int, window: int, shift: int) -> tuple[torch.Tensor, torch.Tensor]:
+    index = torch.arange(grid**3).view(1, grid, grid, grid, 1)
+    if shift:
+        index = torch.roll(index, shifts=(-shift,) * 3, dims=(1, 2, 3))
+    order = window_partition(index, window).flatten()
+    return order, torch.argsort(order)
+
+
+def window_order(
+    grid: int, window: int, shift: int, device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token permutation for (optionally rolled) window partitioning, and its inverse.
+
+    ``tokens.flatten(1, 3).index_select(1, order)`` equals
+    ``window_partition(torch.roll(tokens, (-shift,) * 3, (1, 2, 3)), window)`` flattened, in one
+    gather instead of a roll per axis plus a rearrangement; ``inverse`` undoes both.
+    """
+    order, inverse = _window_order_cpu(grid, window, shift)
+    return order.to(device, copy=True), inverse.to(device, copy=True)
+
+
 def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
     """Relative-position table resized (linear, align_corners False) and gathered: ``q×k×C``."""
     max_rel_dist = 2 * max(q_size, k_size) - 1
@@ -85,23 +107,24 @@ class WindowAttention3D(nn.Module):
       num_heads (int): attention heads; must divide ``dim``.
       window (int): window edge ``w`` in tokens.
       rel_pos_size (int): rows of each stored relative-position table.
-      window_chunk (int): windows processed at once (bounds the bias memory).
+      token_chunk (int): tokens (whole windows) processed at once; bounds the memory of
+        every intermediate.
 
     Input and output: ``B×nW×w³×dim`` windows.
     """
 
     def __init__(
-        self, dim: int, num_heads: int, window: int, rel_pos_size: int, window_chunk: int = 16
+        self, dim: int, num_heads: int, window: int, rel_pos_size: int, token_chunk: int = 2048
     ) -> None:
         super().__init__()
         check_positive(dim=dim, num_heads=num_heads, window=window, rel_pos_size=rel_pos_size,
-                       window_chunk=window_chunk)
+                       token_chunk=token_chunk)
         if dim % num_heads:
             raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.window = window
-        self.window_chunk = window_chunk
+        self.token_chunk = token_chunk
         self.scale = self.head_dim**-0.5
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
@@ -146,22 +169,25 @@ class WindowAttention3D(nn.Module):
         The decomposed bias is a dot product of per-query terms with one-hot key positions,
         so it is appended to ``q`` and ``k`` and one fused ``scaled_dot_product_attention``
         call computes ``softmax(scale·q·kᵀ + bias + mask)·v`` without materialising the bias.
+        Windows are processed ``token_chunk`` tokens at a time, projections included, so every
+        intermediate stays small (and cheap to allocate).
         """
         b, nw, n, c = x.shape
-        qkv = self.qkv(x).reshape(b * nw, n, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B·nW)×heads×n×hd
+        x = x.reshape(b * nw, n, c)
         if mask is not None:
-            mask = mask.to(q.dtype).repeat(b, 1, 1, 1)
-        onehot = self.key_positions(q)
-        extra = onehot.shape[1]
-        chunks = []
-        for s in range(0, b * nw, self.window_chunk):
-            qs, ks, vs = q[s : s + self.window_chunk], k[s : s + self.window_chunk], v[s : s + self.window_chunk]
-            qa = torch.cat([qs * self.scale, self.rel_pos_terms(qs)], -1)
-            ka = torch.cat([ks, onehot.expand(*ks.shape[:2], -1, -1)], -1)
-            va = F.pad(vs, (0, extra))  # the fused kernels want equal q/k/v widths
-            m = None if mask is None else mask[s : s + self.window_chunk]
+            mask = mask.to(x.dtype)
+            mask = mask.repeat(b, 1, 1, 1) if b > 1 else mask
+        onehot = self.key_positions(x)
+        step = max(1, self.token_chunk // n)
+        outs = []
+        for s in range(0, b * nw, step):
+            xs = x[s : s + step]
+            qkv = self.qkv(xs).reshape(xs.shape[0], n, 3, self.num_heads, self.head_dim)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each windows×heads×n×hd
+            qa = torch.cat([q * self.scale, self.rel_pos_terms(q)], -1)
+            ka = torch.cat([k, onehot.expand(*k.shape[:2], -1, -1)], -1)
+            va = F.pad(v, (0, onehot.shape[1]))  # the fused kernels want equal q/k/v widths
+            m = None if mask is None else mask[s : s + step]
             out = F.scaled_dot_product_attention(qa, ka, va, attn_mask=m, scale=1.0)
-            chunks.append(out[..., : self.head_dim])
-        out = torch.cat(chunks).transpose(1, 2).reshape(b, nw, n, c)
-        return self.proj(out)
+            outs.append(self.proj(out[..., : self.head_dim].transpose(1, 2).reshape(-1, n, c)))
+        return torch.cat(outs).view(b, nw, n, c)

@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .adapter import SpatialAdapter
-from .attention import WindowAttention3D, shifted_window_mask, window_partition, window_unpartition
+from .attention import WindowAttention3D, shifted_window_mask, window_order
 from .common import LayerNorm3d, check_positive
 from .patch_embed import VolumePatchEmbed
 
@@ -35,18 +35,21 @@ class Block3D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.adapter(x)
-        grid = x.shape[1]
-        h = self.norm1(x)
-        mask = None
-        if self.shift:
-            h = torch.roll(h, shifts=(-self.shift,) * 3, dims=(1, 2, 3))
-            mask = shifted_window_mask(grid, self.window, self.shift, x.device, x.dtype)
-        h = self.attn(window_partition(h, self.window), mask)
-        h = window_unpartition(h, self.window, grid)
-        if self.shift:
-            h = torch.roll(h, shifts=(self.shift,) * 3, dims=(1, 2, 3))
-        x = x + h
-        return x + self.mlp(self.norm2(x))
+        b, grid, c = x.shape[0], x.shape[1], x.shape[-1]
+        w = self.window
+        order, inverse = window_order(grid, w, self.shift, x.device)
+        mask = shifted_window_mask(grid, w, self.shift, x.device, x.dtype) if self.shift else None
+        # roll by −shift and cut into windows (one gather), attend, then undo both (one gather)
+        h = self.norm1(x).flatten(1, 3).index_select(1, order).view(b, -1, w**3, c)
+        h = self.attn(h, mask).flatten(1, 2).index_select(1, inverse)
+        # both residuals and the MLP in token chunks: the 4×-wide hidden layer never exists
+        # for all tokens at once
+        step = self.attn.token_chunk
+        out = []
+        for xt, ht in zip(x.reshape(-1, c).split(step), h.reshape(-1, c).split(step)):
+            t = xt + ht
+            out.append(t + self.mlp(self.norm2(t)))
+        return torch.cat(out).view(x.shape)
 
 
 def make_neck(dim: int, out_chans: int) -> nn.Sequential:

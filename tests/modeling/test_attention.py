@@ -45,9 +45,9 @@ def naive_window_attention(attn: WindowAttention3D, x: torch.Tensor, mask: torch
     return out @ attn.proj.weight.T + attn.proj.bias
 
 
-def make_attention(rel_pos_size: int, window_chunk: int = 16, seed: int = 0) -> WindowAttention3D:
+def make_attention(rel_pos_size: int, token_chunk: int = 1024, seed: int = 0) -> WindowAttention3D:
     torch.manual_seed(seed)
-    attn = WindowAttention3D(DIM, HEADS, WINDOW, rel_pos_size, window_chunk=window_chunk)
+    attn = WindowAttention3D(DIM, HEADS, WINDOW, rel_pos_size, token_chunk=token_chunk)
     with torch.no_grad():
         for table in (attn.rel_pos_h, attn.rel_pos_w, attn.rel_pos_d):
             table.copy_(0.3 * torch.randn(table.shape))
@@ -57,9 +57,9 @@ def make_attention(rel_pos_size: int, window_chunk: int = 16, seed: int = 0) -> 
 
 @pytest.mark.parametrize("shifted", [False, True], ids=["plain", "shifted"])
 @pytest.mark.parametrize("rel_pos_size", [2 * WINDOW - 1, 13], ids=["table_fits", "table_resized"])
-@pytest.mark.parametrize("window_chunk", [16, 3])
-def test_matches_naive(shifted: bool, rel_pos_size: int, window_chunk: int) -> None:
-    attn = make_attention(rel_pos_size, window_chunk)
+@pytest.mark.parametrize("token_chunk", [1024, 192, 1])
+def test_matches_naive(shifted: bool, rel_pos_size: int, token_chunk: int) -> None:
+    attn = make_attention(rel_pos_size, token_chunk)
     nw = (GRID // WINDOW) ** 3
     x = torch.randn(2, nw, WINDOW**3, DIM)
     mask = shifted_window_mask(GRID, WINDOW, WINDOW // 2) if shifted else None
