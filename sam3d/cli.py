@@ -28,12 +28,24 @@ def _info(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from .bench import run_bench
 
+    import torch
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: CUDA is not available on this machine")
+    if args.device != "cpu" and not args.device.startswith("cuda"):
+        raise ValueError(f"--device must be cpu or cuda[:N], got {args.device!r}")
     skip = tuple(s for s in args.skip.split(",") if s)
     res = run_bench(args.variant, args.device, args.threads, args.warmup, skip, args.mem_limit_gib)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(res, fh, indent=2)
         print(f"wrote {args.json}")
+    # a step refused at the memory cap is a measurement ("needs more than the cap"), not a failure
+    failed = [k for k, v in res.items() if isinstance(v, dict) and "error" in v
+              and "exceeded_memory_cap_gib" not in v]
+    if failed:
+        print(f"sam3d bench: error: measurements failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 

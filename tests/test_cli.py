@@ -121,3 +121,23 @@ def test_console_script() -> None:
     )
     assert lines["variant"].strip() == "tiny"
     assert lines["tuned"].strip() == f"{variant_report('tiny')['tuned']:,}"
+
+
+def test_bench_failures_exit_non_zero(monkeypatch, capsys) -> None:
+    import sam3d.bench
+
+    def fake_run_bench(*args):
+        return {
+            "forward_fast": {"error": "RuntimeError: boom", "returncode": 1},
+            "train_plain": {"error": "can't allocate memory", "exceeded_memory_cap_gib": 20.0},
+        }
+
+    monkeypatch.setattr(sam3d.bench, "run_bench", fake_run_bench)
+    assert cli.main(["bench", "--variant", "tiny"]) == 1
+    err = capsys.readouterr().err
+    assert "forward_fast" in err and "train_plain" not in err  # a cap refusal is a result
+
+
+def test_bench_rejects_bad_device(capsys) -> None:
+    assert cli.main(["bench", "--device", "tpu"]) == 2
+    assert "--device must be cpu or cuda" in capsys.readouterr().err
