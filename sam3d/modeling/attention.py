@@ -18,6 +18,7 @@ from torch import nn
 from .common import check_positive
 
 MASK_VALUE = -100.0  # the official additive mask value (not -inf)
+CPU_TOKEN_CHUNK = 2048  # tokens per chunk on the CPU: intermediates stay ≤ ~25 MB
 
 
 def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
@@ -107,18 +108,21 @@ class WindowAttention3D(nn.Module):
       num_heads (int): attention heads; must divide ``dim``.
       window (int): window edge ``w`` in tokens.
       rel_pos_size (int): rows of each stored relative-position table.
-      token_chunk (int): tokens (whole windows) processed at once; bounds the memory of
-        every intermediate.
+      token_chunk (int | None): tokens (whole windows) processed at once; bounds the memory
+        of every intermediate. None (default): 2048 on the CPU, where small intermediates are
+        cheap to allocate, and all tokens at once on accelerators, where big kernels win.
 
     Input and output: ``B×nW×w³×dim`` windows.
     """
 
     def __init__(
-        self, dim: int, num_heads: int, window: int, rel_pos_size: int, token_chunk: int = 2048
+        self, dim: int, num_heads: int, window: int, rel_pos_size: int,
+        token_chunk: int | None = None,
     ) -> None:
         super().__init__()
-        check_positive(dim=dim, num_heads=num_heads, window=window, rel_pos_size=rel_pos_size,
-                       token_chunk=token_chunk)
+        check_positive(dim=dim, num_heads=num_heads, window=window, rel_pos_size=rel_pos_size)
+        if token_chunk is not None:
+            check_positive(token_chunk=token_chunk)
         if dim % num_heads:
             raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
         self.num_heads = num_heads
@@ -137,6 +141,12 @@ class WindowAttention3D(nn.Module):
         """Official initialisation of the new depth table: mean of the H and W tables."""
         with torch.no_grad():
             self.rel_pos_d.copy_((self.rel_pos_h + self.rel_pos_w) / 2)
+
+    def chunk_for(self, x: torch.Tensor) -> int:
+        """Tokens per chunk for a ``…×C`` tensor on its device (see ``token_chunk``)."""
+        if self.token_chunk is not None:
+            return self.token_chunk
+        return CPU_TOKEN_CHUNK if x.device.type == "cpu" else x.numel() // x.shape[-1]
 
     def rel_pos_terms(self, q: torch.Tensor) -> torch.Tensor:
         """Per-axis relative-position logits ``lr·q·R``: ``N×heads×w³×3w`` for ``q`` ``N×heads×w³×hd``.
@@ -178,7 +188,7 @@ class WindowAttention3D(nn.Module):
             mask = mask.to(x.dtype)
             mask = mask.repeat(b, 1, 1, 1) if b > 1 else mask
         onehot = self.key_positions(x)
-        step = max(1, self.token_chunk // n)
+        step = max(1, self.chunk_for(x) // n)
         outs = []
         for s in range(0, b * nw, step):
             xs = x[s : s + step]

@@ -44,7 +44,7 @@ class Block3D(nn.Module):
         h = self.attn(h, mask).flatten(1, 2).index_select(1, inverse)
         # both residuals and the MLP in token chunks: the 4×-wide hidden layer never exists
         # for all tokens at once
-        step = self.attn.token_chunk
+        step = self.attn.chunk_for(x)
         out = []
         for xt, ht in zip(x.reshape(-1, c).split(step), h.reshape(-1, c).split(step)):
             t = xt + ht

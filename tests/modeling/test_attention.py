@@ -214,3 +214,16 @@ def test_returned_mask_does_not_alias_the_cache() -> None:
         from sam3d.modeling import attention
 
         attention._shift_mask_cpu.cache_clear()  # do not leave a poisoned cache behind
+
+
+def test_token_chunk_depends_on_device() -> None:
+    """Small chunks on the CPU (cheap allocations), one chunk on other devices."""
+    from sam3d.modeling.attention import CPU_TOKEN_CHUNK
+
+    attn = WindowAttention3D(DIM, HEADS, WINDOW, 13)
+    assert attn.chunk_for(torch.zeros(2, 5000, DIM)) == CPU_TOKEN_CHUNK
+    assert attn.chunk_for(torch.zeros(2, 5000, DIM, device="meta")) == 10000
+    assert WindowAttention3D(DIM, HEADS, WINDOW, 13, token_chunk=64).chunk_for(
+        torch.zeros(2, 5000, DIM, device="meta")) == 64
+    with pytest.raises(ValueError, match="token_chunk"):
+        WindowAttention3D(DIM, HEADS, WINDOW, 13, token_chunk=0)
