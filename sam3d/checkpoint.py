@@ -190,12 +190,12 @@ def load_checkpoint(
             f"{path} stores the whole model (it was not trained on a SAM checkpoint); load it "
             f"without sam_checkpoint"
         )
-    model = build_sam3d(cfg, sam_checkpoint=sam_checkpoint)
     if recorded and sam_checkpoint is None:
         raise CheckpointError(
             f"{path} was trained on a SAM checkpoint (sha256 {recorded[:12]}…); pass it as "
             f"sam_checkpoint so the frozen weights can be restored"
         )
+    model = build_sam3d(cfg, sam_checkpoint=sam_checkpoint)
     if recorded and model.sam_checkpoint_sha256 != recorded:
         raise CheckpointError(
             f"SAM checkpoint hash {model.sam_checkpoint_sha256[:12]}… differs from the "

@@ -28,16 +28,6 @@ def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
     )
 
 
-def window_unpartition(windows: torch.Tensor, window: int, grid: int) -> torch.Tensor:
-    """Inverse of :func:`window_partition`: ``B×nW×w³×C`` → ``B×X×Y×Z×C`` with X = Y = Z = grid."""
-    n = grid // window
-    return rearrange(
-        windows,
-        "b (nx ny nz) (wx wy wz) c -> b (nx wx) (ny wy) (nz wz) c",
-        nx=n, ny=n, nz=n, wx=window, wy=window, wz=window,
-    )
-
-
 @functools.lru_cache(maxsize=8)
 def _shift_mask_cpu(grid: int, window: int, shift: int) -> torch.Tensor:
     bands = torch.zeros(grid, dtype=torch.long)

@@ -15,7 +15,7 @@ from sam3d.modeling.attention import (
     get_rel_pos,
     shifted_window_mask,
     window_partition,
-    window_unpartition,
+    window_order,
 )
 from sam3d.modeling.image_encoder import Block3D
 
@@ -138,7 +138,15 @@ def test_partition_round_trip_and_order() -> None:
     x = torch.randn(2, GRID, GRID, GRID, 5)
     windows = window_partition(x, WINDOW)
     assert windows.shape == (2, 8, WINDOW**3, 5)
-    torch.testing.assert_close(window_unpartition(windows, WINDOW, GRID), x, rtol=0, atol=0)
+    # the gather the encoder uses equals roll + partition, and its inverse undoes both
+    for shift in (0, WINDOW // 2):
+        order, inverse = window_order(GRID, WINDOW, shift)
+        rolled = torch.roll(x, (-shift,) * 3, (1, 2, 3))
+        gathered = x.flatten(1, 3).index_select(1, order)
+        torch.testing.assert_close(gathered, window_partition(rolled, WINDOW).flatten(1, 2),
+                                   rtol=0, atol=0)
+        torch.testing.assert_close(gathered.index_select(1, inverse).view(x.shape), x,
+                                   rtol=0, atol=0)
     # golden README numbering: window (h//w)·n² + (w//w)·n + d//w, token (h%w)·w² + (w%w)·w + d%w
     n = GRID // WINDOW
     for hh, ww, dd in [(0, 0, 0), (5, 2, 7), (7, 7, 7), (3, 6, 1)]:
