@@ -139,7 +139,7 @@ def measure(kind: str, variant: str, device: str, threads: int | None, warmup: i
     """Run :func:`work` in a fresh interpreter and return its JSON result (or the failure)."""
     spec = json.dumps({"kind": kind, "variant": variant, "device": device, "warmup": warmup,
                        "opts": opts, "threads": threads, "mem_limit_gib": mem_limit_gib})
-    proc = subprocess.run([sys.executable, "-m", "sam3d.bench", "--worker", spec],
+    proc = subprocess.run([sys.executable, "-m", "sam3d.bench", "--worker", spec], check=False,
                           capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:

@@ -22,12 +22,12 @@ import numpy as np
 import torch
 
 __all__ = [
-    "load_manifest",
-    "shifted_window_mask",
-    "recipe_tensor",
-    "verify",
     "build_official_checkpoint",
     "load_golden_inputs",
+    "load_manifest",
+    "recipe_tensor",
+    "shifted_window_mask",
+    "verify",
 ]
 
 MASK_VALUE = -100.0

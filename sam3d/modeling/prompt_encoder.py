@@ -94,7 +94,7 @@ class PromptEncoder3D(nn.Module):
         )
 
     def forward(self, features: torch.Tensor, grid_points: torch.Tensor) -> torch.Tensor:
-        b, c = features.shape[:2]
+        b = features.shape[0]
         grid = grid_points.to(features.dtype).reshape(b, 1, 1, -1, 3)
         points = F.grid_sample(features, grid, mode="bilinear", align_corners=False)
         points = points.flatten(2).transpose(1, 2)  # B×N×C

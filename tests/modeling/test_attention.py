@@ -14,8 +14,8 @@ from sam3d.modeling.attention import (
     WindowAttention3D,
     get_rel_pos,
     shifted_window_mask,
-    window_partition,
     window_order,
+    window_partition,
 )
 from sam3d.modeling.image_encoder import Block3D
 

@@ -1,0 +1,1 @@
+"""Data: sample volumes (and, later, the benchmark datasets and the MONAI pipeline)."""
