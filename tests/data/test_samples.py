@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from sam3d.build import sha256_file
 from sam3d.data import samples
 from sam3d.data.samples import (
     Case,
@@ -22,7 +23,6 @@ from sam3d.data.samples import (
     extract_members,
     fetch_samples,
     read_mrc,
-    sha256_of,
     verify,
 )
 
@@ -87,7 +87,7 @@ def test_read_mrc_rejects_bad_files(tmp_path, volume) -> None:
 def test_verify_rejects_a_wrong_hash(tmp_path) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"abc")
-    verify(path, sha256_of(path))
+    verify(path, sha256_file(path))
     with pytest.raises(SampleDataError, match="SHA-256"):
         verify(path, "0" * 64)
 
@@ -126,9 +126,9 @@ def fake_sources(tmp_path, volume, monkeypatch):
         buf[f"ts-1/ref/{name}"] = (tmp_path / name).read_bytes()
     sdist = make_sdist(tmp_path / "ts-1.tar.gz", buf)
     dists = {
-        "liver==1.0": Distribution("liver==1.0", wheel.name, sha256_of(wheel),
+        "liver==1.0": Distribution("liver==1.0", wheel.name, sha256_file(wheel),
                                    {"img.mrc": "liver/data/img.mrc", "lab.mrc": "liver/data/lab.mrc"}),
-        "ts==1": Distribution("ts==1", sdist.name, sha256_of(sdist),
+        "ts==1": Distribution("ts==1", sdist.name, sha256_file(sdist),
                               {"ct.nii.gz": "ts-1/ref/ct.nii.gz", "seg.nii.gz": "ts-1/ref/seg.nii.gz"}),
     }
     cases = (Case("liver", "liver==1.0", "img.mrc", "lab.mrc", "mrc", {0: "bg", 2: "tumour"}, 2),
