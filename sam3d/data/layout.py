@@ -122,7 +122,7 @@ def read_index(root: str | Path) -> DatasetIndex:
     path = root / INDEX
     if not path.is_file():
         raise LayoutError(f"{path}: not found — prepare the dataset first "
-                          "(data_scripts/prepare.py) or point to a prepared folder")
+                          "(data_scripts/prepare_dataset.py) or point to a prepared folder")
     try:
         doc = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

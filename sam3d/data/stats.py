@@ -102,6 +102,10 @@ def compute_statistics(index: DatasetIndex, case_ids: list[str], foreground: str
     """Recompute window/mean/std over ``case_ids`` of a prepared dataset."""
     if not case_ids:
         raise ValueError("no cases to compute statistics over")
+    if foreground == "target":  # cases without a lesion (or with target 0) have no such voxels
+        case_ids = [i for i in case_ids if index.cases[i].target and index.cases[i].target_voxels != 0]
+        if not case_ids:
+            raise ValueError("none of the cases has lesion voxels")
     acc = IntensityAccumulator()
     ids = case_ids
     if progress:

@@ -75,6 +75,9 @@ def test_a_corrupt_file_surfaces_as_volume_error(tiny_dataset) -> None:
 def test_official_dataset_names_check_the_case_ids(tiny_dataset) -> None:
     with pytest.raises(SplitError, match="not in the official split"):
         build_dataset(tiny_dataset, "kits", "train", crop=CROP)
+    # explicit ids bypass the split: the official KiTS constants on any case
+    ds = build_dataset(tiny_dataset, "kits", "test", crop=CROP, ids=["case_001"])
+    assert [d["case"] for d in ds.data] == ["case_001"]
 
 
 def test_unknown_ids_and_empty_parts_are_refused(tiny_dataset) -> None:

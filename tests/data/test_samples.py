@@ -159,7 +159,7 @@ def test_fetch_converts_and_is_idempotent(tmp_path, fake_sources) -> None:
     assert set(desc) == {"liver", "ts"}
     assert desc["liver"]["target"] == 2 and desc["liver"]["labels"]["2"] == "tumour"
     liver = nib.load(out / "liver" / "image.nii.gz").get_fdata()
-    np.testing.assert_allclose(liver, img.transpose(2, 1, 0))  # MRC z,y,x → NIfTI x,y,z
+    np.testing.assert_allclose(liver, img)  # the MRC array's third axis is the slice axis
     assert desc["ts"]["spacing"] == [3.0, 3.0, 3.0]
     parsed = read_index(out)  # the common layout, with each case's own target
     assert parsed.cases["liver"].target == 2

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from data_fixtures import write_case
 
 from sam3d.data.io import VolumeError
 from sam3d.data.specs import get_spec
 from sam3d.data.transforms import build_transforms
-
-from data_fixtures import write_case
 
 SPEC = get_spec("custom", target=2, window=(-100.0, 200.0), mean=50.0, std=20.0)
 CROP = 16
@@ -89,7 +90,7 @@ def test_bad_files_raise_the_volume_error_naming_them(tmp_path, tiny_dataset) ->
     chain = build_transforms(SPEC, "test", crop=CROP)
     good = _case(tiny_dataset)
     bad = tmp_path / "broken.nii.gz"
-    bad.write_bytes(open(good["image"], "rb").read()[:100])
+    bad.write_bytes(Path(good["image"]).read_bytes()[:100])
     with pytest.raises(VolumeError, match="broken.nii.gz"):
         chain({**good, "image": str(bad)})
     shifted = tmp_path / "shifted.nii.gz"

@@ -1,0 +1,320 @@
+"""Resumable, verified downloads and safe archive extraction (standard library only).
+
+``download_file`` writes to ``<dest>.part`` and resumes an interrupted transfer with an HTTP
+``Range`` request; the finished file is checked against an MD5 or SHA-256 and only then renamed
+to ``dest``. ``safe_extract`` unpacks a tar or zip archive member by member, refusing anything
+that could write outside the target folder (absolute paths, ``..``, links, devices, fifos),
+into a temporary sibling folder that is moved into place only when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import stat
+import sys
+import tarfile
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Iterable
+from http.client import HTTPException
+from pathlib import Path, PurePosixPath
+
+from ..build import sha256_file
+
+USER_AGENT = "sam3d-data/1 (+https://arxiv.org/abs/2306.13465)"
+
+
+class DownloadError(RuntimeError):
+    """A download, checksum or extraction failed (the message says which file and why)."""
+
+
+def hash_file(path: str | Path, algo: str = "sha256") -> str:
+    """Hex digest of a file, ``algo`` = ``"md5"`` or ``"sha256"``."""
+    algo = algo.lower()
+    if algo == "sha256":
+        return sha256_file(path)
+    if algo != "md5":
+        raise ValueError(f"unsupported hash algorithm {algo!r} (use 'md5' or 'sha256')")
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _expected(md5: str | None, sha256: str | None) -> tuple[str, str] | None:
+    if md5 and sha256:
+        raise ValueError("give md5 or sha256, not both")
+    if sha256:
+        return "sha256", sha256.lower()
+    if md5:
+        return "md5", md5.lower()
+    return None
+
+
+def _check_hash(path: Path, expected: tuple[str, str] | None) -> str | None:
+    """None when ``path`` matches (or no hash is expected), else the actual digest."""
+    if expected is None:
+        return None
+    actual = hash_file(path, expected[0])
+    return None if actual == expected[1] else actual
+
+
+def download_file(url: str, dest: str | Path, *, md5: str | None = None,
+                  sha256: str | None = None, progress: bool = True, chunk: int = 1 << 20,
+                  timeout: float = 60) -> Path:
+    """Download ``url`` to ``dest``, resuming a previous partial transfer; returns ``dest``.
+
+    Data go to ``<dest>.part``; when a ``.part`` exists the request asks for the remaining bytes
+    (``Range: bytes=N-``). A server that ignores the range (``200``) restarts the file from zero;
+    ``416`` means the part is already complete. The finished file is checked against ``md5`` or
+    ``sha256`` (when given) and renamed to ``dest``. An existing ``dest`` whose hash matches (or
+    any existing ``dest`` when no hash is given) is kept without contacting the server.
+
+    Raises:
+        DownloadError: network or HTTP failure (the partial file is kept for resuming), or a
+            checksum mismatch (the bad file is deleted).
+    """
+    dest = Path(dest)
+    expected = _expected(md5, sha256)
+    if dest.is_file():
+        if _check_hash(dest, expected) is None:
+            return dest
+        print(f"download: {dest} does not match its {expected[0]}; downloading it again",
+              file=sys.stderr)
+        dest.unlink()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_suffix(dest.suffix + ".part")
+    for _attempt in range(3):  # a range the server cannot serve restarts from zero, once or twice
+        if _fetch(url, part, progress=progress, chunk=chunk, timeout=timeout):
+            break
+    else:
+        raise DownloadError(f"{url}: the server kept refusing the resume request; "
+                            f"delete {part} and try again")
+    actual = _check_hash(part, expected)
+    if actual is not None:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"{dest.name}: {expected[0]} mismatch: expected {expected[1]}, "
+                            f"got {actual} (the bad download was deleted; run again)")
+    os.replace(part, dest)
+    return dest
+
+
+def _fetch(url: str, part: Path, *, progress: bool, chunk: int, timeout: float) -> bool:
+    """One request into ``part``; True when ``part`` is complete, False to retry from zero."""
+    offset = part.stat().st_size if part.is_file() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    if offset:
+        request.add_header("Range", f"bytes={offset}-")
+    kept = f"the partial file {part} is kept; run again to resume"
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:
+            total = _range_total(exc.headers.get("Content-Range", ""))
+            exc.close()
+            if total is None or total == offset:
+                return True  # nothing left to fetch: the checksum decides
+            part.unlink()
+            return False
+        exc.close()
+        note = f"; {kept}" if offset else ""
+        raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}{note}") from None
+    except (urllib.error.URLError, HTTPException, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DownloadError(f"{url}: cannot connect ({reason}); {kept}") from None
+    with response:
+        status = response.status
+        if offset and status == 206:
+            start = _range_start(response.headers.get("Content-Range", ""))
+            if start != offset:
+                part.unlink()
+                return False
+            mode = "ab"
+        else:
+            offset, mode = 0, "wb"  # 200: the server sent the whole file
+        length = response.headers.get("Content-Length")
+        total = offset + int(length) if length and length.isdigit() else None
+        bar = _progress_bar(part.name[:-len(".part")], total, offset, progress)
+        received = 0
+        try:
+            with open(part, mode) as fh:
+                while block := response.read(chunk):
+                    fh.write(block)
+                    received += len(block)
+                    if bar is not None:
+                        bar.update(len(block))
+        except (HTTPException, OSError) as exc:
+            raise DownloadError(f"{url}: transfer interrupted after {offset + received} bytes "
+                                f"({exc.__class__.__name__}: {exc}); {kept}") from None
+        finally:
+            if bar is not None:
+                bar.close()
+    if length and length.isdigit() and received < int(length):
+        raise DownloadError(f"{url}: transfer interrupted after {offset + received} of "
+                            f"{total} bytes; {kept}")
+    return True
+
+
+def _range_start(content_range: str) -> int | None:
+    match = re.match(r"\s*bytes\s+(\d+)-\d+/", content_range)
+    return int(match.group(1)) if match else None
+
+
+def _range_total(content_range: str) -> int | None:
+    match = re.match(r"\s*bytes\s+\*/(\d+)", content_range)
+    return int(match.group(1)) if match else None
+
+
+def _progress_bar(name: str, total: int | None, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency, but stay usable without it
+        return None
+    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024,
+                desc=name, file=sys.stderr, leave=False)
+
+
+# --------------------------------------------------------------------------------------
+# Archives
+# --------------------------------------------------------------------------------------
+
+def extracted_marker(archive: str | Path, target: str | Path) -> Path:
+    """The file whose presence says ``archive`` was fully extracted into ``target``."""
+    return Path(target) / f".extracted-{Path(archive).name}"
+
+
+def safe_extract(archive: str | Path, target: str | Path, *,
+                 members: Iterable[str] | None = None) -> Path:
+    """Extract a ``.tar``/``.tar.gz``/``.tgz``/``.zip`` archive into ``target``; returns ``target``.
+
+    Every member is checked before anything is written: absolute paths, ``..`` components,
+    symbolic and hard links, devices and fifos are refused with ``DownloadError`` naming the
+    member. Files are copied out one by one (no reliance on ``tarfile``'s extraction filters)
+    into a temporary sibling folder whose top-level entries are then moved into ``target``;
+    ``target/.extracted-<archive name>`` is written last and makes a later call a no-op.
+    ``members`` limits extraction to those member names (each must exist).
+    """
+    archive, target = Path(archive), Path(target)
+    marker = extracted_marker(archive, target)
+    if marker.is_file():
+        return target
+    if not archive.is_file():
+        raise DownloadError(f"{archive}: archive not found")
+    wanted = None if members is None else {m.rstrip("/") for m in members}
+    staging = target.parent / f".{target.name}.extracting-{archive.name}"
+    if staging.exists():
+        shutil.rmtree(staging)  # left by an interrupted run
+    staging.mkdir(parents=True)
+    try:
+        if zipfile.is_zipfile(archive):
+            _extract_zip(archive, staging, wanted)
+        else:
+            _extract_tar(archive, staging, wanted)
+        target.mkdir(parents=True, exist_ok=True)
+        for entry in sorted(staging.iterdir()):
+            dest = target / entry.name
+            if dest.is_dir() and not dest.is_symlink():
+                shutil.rmtree(dest)
+            elif dest.exists() or dest.is_symlink():
+                dest.unlink()
+            os.replace(entry, dest)
+        marker.write_text(f"{archive.name}\n")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _member_path(archive: Path, name: str, root: Path) -> Path:
+    """Where member ``name`` goes under ``root``; refuses anything escaping ``root``."""
+    norm = name.replace("\\", "/")
+    pure = PurePosixPath(norm)
+    if (not norm or norm.startswith("/") or re.match(r"^[A-Za-z]:", norm)
+            or ".." in pure.parts):
+        raise DownloadError(f"{archive}: refusing member {name!r}: absolute path or '..'")
+    dest = (root / pure).resolve()
+    if dest != root.resolve() and not dest.is_relative_to(root.resolve()):
+        raise DownloadError(f"{archive}: refusing member {name!r}: it lands outside the target")
+    return dest
+
+
+def _select(archive: Path, names: list[str], wanted: set[str] | None) -> set[str] | None:
+    if wanted is None:
+        return None
+    missing = wanted - {n.rstrip("/") for n in names}
+    if missing:
+        raise DownloadError(f"{archive}: members not found: {', '.join(sorted(missing))}")
+    return wanted
+
+
+def _extract_tar(archive: Path, root: Path, wanted: set[str] | None):
+    try:
+        with tarfile.open(archive) as tf:
+            _extract_tar_members(archive, tf, root, wanted)
+    except (tarfile.TarError, EOFError) as exc:
+        raise DownloadError(f"{archive}: not a readable tar or zip archive ({exc})") from None
+
+
+def _extract_tar_members(archive: Path, tf: tarfile.TarFile, root: Path, wanted: set[str] | None):
+    infos = tf.getmembers()
+    wanted = _select(archive, [m.name for m in infos], wanted)
+    chosen = [m for m in infos if wanted is None or m.name.rstrip("/") in wanted]
+    plan = []
+    for m in chosen:  # check everything before writing anything
+        if m.issym() or m.islnk():
+            raise DownloadError(f"{archive}: refusing member {m.name!r}: links are not allowed "
+                                f"(-> {m.linkname!r})")
+        if not (m.isfile() or m.isdir()):
+            raise DownloadError(f"{archive}: refusing member {m.name!r}: device, fifo or other "
+                                "special file")
+        plan.append((m, _member_path(archive, m.name, root)))
+    for m, dest in plan:
+        if m.isdir():
+            dest.mkdir(parents=True, exist_ok=True)
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            src = tf.extractfile(m)
+            with src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise DownloadError(f"{archive}: cannot extract {m.name!r} (truncated or corrupt "
+                                f"archive? {exc})") from None
+
+
+def _extract_zip(archive: Path, root: Path, wanted: set[str] | None):
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DownloadError(f"{archive}: corrupt zip archive ({exc})") from None
+    with zf:
+        infos = zf.infolist()
+        wanted = _select(archive, [i.filename for i in infos], wanted)
+        chosen = [i for i in infos if wanted is None or i.filename.rstrip("/") in wanted]
+        plan = []
+        for info in chosen:
+            mode = info.external_attr >> 16
+            if mode and stat.S_ISLNK(mode):
+                raise DownloadError(f"{archive}: refusing member {info.filename!r}: links are "
+                                    "not allowed")
+            if mode and stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                raise DownloadError(f"{archive}: refusing member {info.filename!r}: device, "
+                                    "fifo or other special file")
+            plan.append((info, _member_path(archive, info.filename, root)))
+        for info, dest in plan:
+            if info.is_dir():
+                dest.mkdir(parents=True, exist_ok=True)
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with zf.open(info) as src, open(dest, "wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+            except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                raise DownloadError(f"{archive}: cannot extract {info.filename!r} "
+                                    f"({exc})") from None
