@@ -140,7 +140,7 @@ def measure(kind: str, variant: str, device: str, threads: int | None, warmup: i
     spec = json.dumps({"kind": kind, "variant": variant, "device": device, "warmup": warmup,
                        "opts": opts, "threads": threads, "mem_limit_gib": mem_limit_gib})
     proc = subprocess.run([sys.executable, "-m", "sam3d.bench", "--worker", spec], check=False,
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, encoding="utf-8", errors="replace")
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]

@@ -109,7 +109,7 @@ def test_console_script() -> None:
         [str(script), "info", "--variant", "tiny"],
         cwd=REPO,
         capture_output=True,
-        text=True,
+        text=True, encoding="utf-8", errors="replace",
         timeout=120,
         check=False,
     )

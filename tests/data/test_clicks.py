@@ -90,7 +90,7 @@ def test_case_rng_stable_across_processes():
     for hash_seed in ("1", "12345"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                             text=True, check=True).stdout
+                             text=True, encoding="utf-8", errors="replace", check=True).stdout
         assert json.loads(out) == PINNED
 
 
