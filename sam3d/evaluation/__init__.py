@@ -1,0 +1,1 @@
+"""Evaluation metrics of the official protocol: Dice and normalised surface Dice (NSD)."""
