@@ -1,4 +1,6 @@
-"""The ``sam3d`` command line: ``info`` and ``bench`` (``train``/``evaluate``/``predict`` follow)."""
+"""The ``sam3d`` command line: ``info``, ``bench``, ``train``, ``evaluate``, ``predict``.
+
+Exit status: 0 success, 1 a failed measurement, 2 bad arguments or input."""
 
 from __future__ import annotations
 
@@ -49,6 +51,63 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from .engine.config import load_config
+    from .engine.loop import Trainer
+
+    overrides = list(args.set or [])
+    if args.out_dir:
+        overrides.append(f"out_dir={args.out_dir}")
+    cfg = load_config(args.config, overrides)
+    history = Trainer(cfg, resume=args.resume).run()
+    if history:
+        last = history[-1]
+        print(f"trained {cfg.name}: {len(history)} epoch(s), last val Dice {last['val_dice']:.3f}"
+              f" -> {cfg.out_dir}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluation.protocol import EvalSettings
+    from .evaluation.runner import evaluate_dataset
+    from .inference.predict import load_for_inference
+
+    model, spec = load_for_inference(args.checkpoint, args.sam_checkpoint, args.dataset,
+                                     args.device, data_dir=args.data)
+    modes = ("roi", "sliding") if args.mode == "both" else (args.mode,)
+    settings = EvalSettings(ks=tuple(args.k), modes=modes, refine=args.refine,
+                            tolerance_mm=args.tolerance, seed=args.seed)
+    res = evaluate_dataset(model, spec, args.data, args.out, settings, part=args.part,
+                           ids=args.case, split_file=args.split_file, clicks=args.clicks,
+                           save_masks=args.save_masks, overwrite=args.overwrite,
+                           device=args.device)
+    for row in res["summary"]:
+        print(f"{row['mode']:>7} k={row['k']:<2} n={row['cases']:<3} Dice {row['dice_mean']:.4f}"
+              f" ± {row['dice_std']:.4f}  NSD {row['nsd_mean']:.4f} ± {row['nsd_std']:.4f}")
+    print(f"results: {args.out}")
+    return 0
+
+
+def _parse_click(text: str) -> tuple[int, int, int]:
+    try:
+        d, h, w = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"click must be d,h,w integers, got {text!r}") from None
+    return d, h, w
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .inference.predict import load_for_inference, predict_file
+
+    model, spec = load_for_inference(args.checkpoint, args.sam_checkpoint, args.dataset,
+                                     args.device)
+    res = predict_file(model, spec, args.image, args.click, out=args.out, mode=args.mode,
+                       device=args.device)
+    print(f"{res.path}: {int(res.mask.sum())} lesion voxels of {res.mask.size} "
+          f"({res.seconds:.1f} s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sam3d", description="3DSAM-adapter, reproduced.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -67,14 +126,64 @@ def build_parser() -> argparse.ArgumentParser:
                        help="CPU: cap each measurement's extra address space (GiB)")
     bench.add_argument("--json", default=None, help="also write the figures to this file")
     bench.set_defaults(func=_bench)
+    train = sub.add_parser("train", help="train with a YAML recipe (torchrun for several GPUs)")
+    train.add_argument("--config", required=True,
+                       help="a shipped configuration name (smoke_phantoms, kits, …) or a YAML file")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a setting, e.g. --set epochs=3 --set bf16=true")
+    train.add_argument("--out-dir", default=None, help="where checkpoints and metrics go")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from out_dir/last.pt (the last complete epoch)")
+    train.set_defaults(func=_train)
+
+    ev = sub.add_parser("evaluate", help="the paper's click protocol on a prepared dataset")
+    ev.add_argument("--checkpoint", required=True, help="a sam3d checkpoint (best.pt / last.pt)")
+    ev.add_argument("--sam-checkpoint", default=None, help="the SAM file it was trained on")
+    ev.add_argument("--data", required=True, help="prepared dataset folder (dataset.json)")
+    ev.add_argument("--dataset", default=None,
+                    help="use this dataset's constants instead of the checkpoint's")
+    ev.add_argument("--part", default="test", choices=("train", "val", "test"))
+    ev.add_argument("--case", action="append", default=None, help="evaluate only these cases")
+    ev.add_argument("--split-file", default=None)
+    ev.add_argument("--k", type=int, nargs="+", default=[1, 3, 10], help="clicks per case")
+    ev.add_argument("--mode", choices=("roi", "sliding", "both"), default="both")
+    ev.add_argument("--refine", type=int, default=0, help="error-driven clicks after the first")
+    ev.add_argument("--tolerance", type=float, default=5.0, help="NSD tolerance (mm)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--clicks", default=None, help="replay the clicks of an earlier clicks.json")
+    ev.add_argument("--save-masks", action="store_true")
+    ev.add_argument("--overwrite", action="store_true")
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--out", required=True, help="result folder")
+    ev.set_defaults(func=_evaluate)
+
+    pr = sub.add_parser("predict", help="segment the lesion under clicks in a scan (no label)")
+    pr.add_argument("--checkpoint", required=True)
+    pr.add_argument("--sam-checkpoint", default=None)
+    pr.add_argument("--dataset", default=None,
+                    help="use this dataset's constants instead of the checkpoint's")
+    pr.add_argument("--image", required=True, help="NIfTI, NRRD/MHA file or DICOM folder")
+    pr.add_argument("--click", type=_parse_click, action="append", required=True,
+                    help="d,h,w = slice,row,column of the input file (repeatable)")
+    pr.add_argument("--mode", choices=("roi", "sliding"), default="roi")
+    pr.add_argument("--device", default="cpu")
+    pr.add_argument("--out", required=True, help="mask file (.nii.gz, .nrrd, .mha)")
+    pr.set_defaults(func=_predict)
     return parser
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors that mean bad input or set-up rather than a bug (exit status 2)."""
+    from .engine.loop import TrainError
+
+    return (TrainError, FileExistsError)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, KeyError, FileNotFoundError) as exc:
+    except (ValueError, KeyError, FileNotFoundError, *_user_errors()) as exc:
         print(f"sam3d {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -22,6 +22,9 @@ TUNING_POLICIES: dict[str, tuple[str, ...]] = {
         r"blocks\.\d+\.attn\.rel_pos_d",
         r"neck_3d\.",
     ),
+    # Every encoder parameter (full fine-tuning; smoke runs of the randomly initialised tiny
+    # model, which has no pretrained weights worth freezing).
+    "full": (r".",),
 }
 
 

@@ -1,0 +1,1 @@
+"""Training: configuration, optimisation recipe, the loop, checkpoints and distributed set-up."""

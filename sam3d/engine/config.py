@@ -1,0 +1,166 @@
+"""Training configuration: every number of the recipe, read from YAML, overridable by flag.
+
+Shipped configurations live in ``sam3d/configs/train/<name>.yaml`` (one per benchmark dataset
+for full mode, plus smoke configurations); :func:`load_config` takes a shipped name or a path,
+and ``overrides`` such as ``["epochs=3", "bf16=true"]`` (values parsed as YAML scalars).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from ..config import CONFIGS, TUNING_POLICIES
+from ..data.specs import SPECS
+
+
+class ConfigError(ValueError):
+    """A training configuration is malformed."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training recipe (defaults: the official one, spec §4.3–4.4).
+
+    Data: ``dataset`` (a registered spec), ``data_dir`` (prepared folder), ``split_file`` /
+    ``fold``, ``phantoms`` (> 0: generate that many phantoms into ``data_dir`` first, with
+    ``phantom_difficulty`` and ``phantom_shape``), ``cache_dir`` (MONAI PersistentDataset).
+    Model: ``variant``, ``sam_checkpoint``, ``tuning`` (None: the variant's policy).
+    Recipe: ``epochs``, ``batch_size``, ``lr`` (every group), ``lr_end_factor`` (linear decay
+    over the run, stepped per epoch), ``weight_decay``, ``grad_clip`` (max-norm per group),
+    ``lambda_dice``/``lambda_ce``, training clicks ``train_lesion_clicks`` +
+    ``train_random_clicks``, ``val_clicks``, ``iterations_per_epoch`` (None: one crop per
+    training volume, as the official code), ``val_every``.
+    Runtime: ``seed``, ``workers``, ``device`` ("auto", "cpu", "cuda"), ``bf16``,
+    ``grad_checkpointing``, ``out_dir``, ``max_minutes`` (stop after the epoch that passes it),
+    ``progress`` (tqdm bars), ``tensorboard``.
+    """
+
+    name: str = "run"
+    dataset: str = "phantoms"
+    data_dir: str = "data/phantoms/train"
+    split_file: str | None = None
+    fold: int = 0
+    phantoms: int = 0
+    phantom_difficulty: float = 0.5
+    phantom_shape: tuple[int, int, int] = (96, 96, 64)
+    cache_dir: str | None = None
+    variant: str = "vit_b"
+    sam_checkpoint: str | None = None
+    tuning: str | None = None
+    epochs: int = 500
+    batch_size: int = 1
+    lr: float = 4e-4
+    lr_end_factor: float = 0.01
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    lambda_dice: float = 0.5
+    lambda_ce: float = 0.5
+    train_lesion_clicks: int = 10
+    train_random_clicks: int = 20
+    val_clicks: int = 10
+    iterations_per_epoch: int | None = None
+    val_every: int = 1
+    seed: int = 0
+    workers: int = 0
+    device: str = "auto"
+    bf16: bool = False
+    grad_checkpointing: bool = False
+    out_dir: str = "outputs/train/run"
+    max_minutes: float | None = None
+    progress: bool = True
+    tensorboard: bool = True
+
+    def __post_init__(self):
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise ConfigError(msg)
+
+        need(self.dataset in SPECS, f"dataset {self.dataset!r} unknown; known: {sorted(SPECS)}")
+        need(self.variant in CONFIGS, f"variant {self.variant!r} unknown; known: {sorted(CONFIGS)}")
+        need(self.tuning is None or self.tuning in TUNING_POLICIES,
+             f"tuning {self.tuning!r} unknown; known: {sorted(TUNING_POLICIES)}")
+        for key in ("epochs", "batch_size", "val_every", "val_clicks"):
+            need(isinstance(getattr(self, key), int) and getattr(self, key) >= 1,
+                 f"{key} must be an integer ≥ 1, got {getattr(self, key)!r}")
+        for key in ("train_lesion_clicks", "train_random_clicks", "phantoms", "workers", "seed",
+                    "fold"):
+            need(isinstance(getattr(self, key), int) and getattr(self, key) >= 0,
+                 f"{key} must be an integer ≥ 0, got {getattr(self, key)!r}")
+        need(self.train_lesion_clicks + self.train_random_clicks >= 1, "no training clicks")
+        need(self.iterations_per_epoch is None or self.iterations_per_epoch >= 1,
+             "iterations_per_epoch must be ≥ 1 or null")
+        need(self.lr > 0 and 0 < self.lr_end_factor <= 1, "lr must be > 0, lr_end_factor in (0, 1]")
+        need(self.weight_decay >= 0 and self.grad_clip > 0, "weight_decay ≥ 0, grad_clip > 0")
+        need(self.lambda_dice >= 0 and self.lambda_ce >= 0 and self.lambda_dice + self.lambda_ce > 0,
+             "loss weights must be ≥ 0 and not both 0")
+        need(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+             f"device must be auto, cpu or cuda[:N], got {self.device!r}")
+        need(self.max_minutes is None or self.max_minutes > 0, "max_minutes must be > 0")
+        need(0.0 <= self.phantom_difficulty <= 1.0, "phantom_difficulty must be in [0, 1]")
+        object.__setattr__(self, "phantom_shape", tuple(int(s) for s in self.phantom_shape))
+
+    def replace(self, **changes) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def shipped_configs() -> list[str]:
+    """Names of the YAML configurations that ship with the package."""
+    folder = resources.files("sam3d").joinpath("configs/train")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def parse_overrides(overrides) -> dict:
+    """``["epochs=3", "bf16=true", "tuning=null"]`` → ``{"epochs": 3, "bf16": True, …}``."""
+    out = {}
+    for item in overrides or ():
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value")
+        key, value = item.split("=", 1)
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: {exc}") from None
+        if isinstance(parsed, str):  # YAML 1.1 reads "2e-4" as a string; take it as a number
+            try:
+                parsed = float(parsed)
+            except ValueError:
+                pass
+        out[key.strip()] = parsed
+    return out
+
+
+def load_config(name_or_path: str | Path, overrides=None) -> TrainConfig:
+    """A shipped configuration by name, or a YAML file, with ``key=value`` overrides."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"configuration file not found: {path}")
+        text = path.read_text()
+    elif str(name_or_path) in shipped_configs():
+        text = resources.files("sam3d").joinpath(f"configs/train/{name_or_path}.yaml").read_text()
+    else:
+        raise ConfigError(f"unknown configuration {name_or_path!r}: not a file, and not one of "
+                          f"{shipped_configs()}")
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{name_or_path}: invalid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{name_or_path}: expected a mapping of settings")
+    raw.update(parse_overrides(overrides))
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{name_or_path}: unknown setting(s) {unknown}")
+    try:
+        return TrainConfig(**raw)
+    except TypeError as exc:
+        raise ConfigError(f"{name_or_path}: {exc}") from None

@@ -1,0 +1,288 @@
+"""The training loop: the official recipe, seeded, resumable, optionally distributed.
+
+Determinism: the crop sampling (MONAI transform state), the data order and the clicks are
+seeded from ``(seed, epoch, rank)`` at the start of every epoch, so a run resumed from the
+checkpoint of epoch ``e`` continues exactly as the uninterrupted run would have (on the same
+hardware and thread count). Validation uses the same lesion-centred crops and clicks every
+epoch (the official code re-draws them unseeded), so its curve is comparable across epochs.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.data import DataLoader
+from monai.losses import DiceCELoss, DiceLoss
+from monai.metrics import compute_dice
+from monai.utils import set_determinism
+from torch.utils.data import DistributedSampler, RandomSampler
+
+from ..build import build_sam3d
+from ..data.clicks import case_rng, random_clicks, training_clicks, validation_clicks
+from ..data.layout import read_index
+from ..data.phantoms import PhantomSpec, write_phantom_dataset
+from ..data.pipeline import build_dataset, spec_with_statistics
+from ..data.specs import get_spec
+from ..data.splits import resolve_split
+from .config import TrainConfig
+from .distributed import DistContext, setup_distributed
+from .optim import build_optimizer, clip_per_group
+from .state import load_training_state, save_training_state
+
+METRICS = ("epoch", "train_loss", "train_dice", "val_loss", "val_dice", "lr", "seconds")
+
+
+class TrainError(RuntimeError):
+    """The run cannot start (e.g. it would overwrite an earlier run)."""
+
+
+def batch_clicks(labels: torch.Tensor, rng: np.random.Generator, n_lesion: int,
+                 n_random: int) -> torch.Tensor:
+    """Official training prompts for a batch of crops ``B×1×D×H×W`` → ``B×N×3`` (d, h, w).
+
+    Batch 1 is exactly the official rule (``n_lesion`` lesion voxels when the crop has any,
+    then ``n_random`` voxels anywhere; only the random ones without lesion). In a larger
+    batch every sample needs the same N, so a crop without lesion gets ``n_lesion + n_random``
+    random voxels.
+    """
+    masks = (labels[:, 0] > 0.5).cpu().numpy()
+    out = []
+    for mask in masks:
+        if mask.any() or len(masks) == 1:
+            out.append(training_clicks(mask, rng, n_lesion, n_random))
+        else:
+            out.append(random_clicks(mask.shape, n_lesion + n_random, rng))
+    return torch.as_tensor(np.stack(out), dtype=torch.float32)
+
+
+def _dice(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean foreground Dice of argmax predictions (MONAI ``compute_dice``; empty/empty = 1)."""
+    pred = logits.argmax(1, keepdim=True).float()
+    d = compute_dice(pred, (labels > 0.5).float(), include_background=True, ignore_empty=False)
+    return float(torch.nan_to_num(d, nan=1.0).mean())
+
+
+class Trainer:
+    """``Trainer(cfg, resume=False).run()`` trains and returns the metric history."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False):
+        self.cfg = cfg
+        self.resume = resume
+        self.out = Path(cfg.out_dir)
+        self.dist: DistContext = setup_distributed(cfg.device, cfg.progress)
+        self.device = self.dist.device
+
+    # ----------------------------------------------------------------------------- set-up
+    def _check_output(self) -> None:
+        last = self.out / "last.pt"
+        if last.exists() and not self.resume:
+            raise TrainError(f"{last} exists: pass --resume to continue that run, or choose "
+                             "another out_dir (earlier results are never overwritten)")
+
+    def _data(self, crop: int):
+        cfg = self.cfg
+        if cfg.phantoms and self.dist.is_main:
+            spec = PhantomSpec(shape=cfg.phantom_shape, difficulty=cfg.phantom_difficulty)
+            write_phantom_dataset(cfg.data_dir, cfg.phantoms, seed=cfg.seed, spec=spec)
+        self.dist.barrier()
+        index = read_index(cfg.data_dir)
+        split = resolve_split(cfg.dataset, index.case_ids(), split_file=cfg.split_file,
+                              fold=cfg.fold, seed=cfg.seed)
+        # statistics (constants, or computed over the training split) are fixed once here and
+        # stored in every checkpoint, so prediction preprocesses exactly as training did
+        self.spec = spec_with_statistics(get_spec(cfg.dataset), index,
+                                         index.lesion_cases(split["train"]), cfg.cache_dir)
+        kw = {"crop": crop, "split_file": cfg.split_file, "fold": cfg.fold, "seed": cfg.seed,
+              "cache_dir": cfg.cache_dir}
+        return (build_dataset(cfg.data_dir, self.spec, "train", **kw),
+                build_dataset(cfg.data_dir, self.spec, "val", **kw))
+
+    def preprocessing(self) -> dict:
+        s = self.spec
+        return {"name": s.name, "window": list(s.window), "mean": s.mean, "std": s.std,
+                "spacing": s.spacing, "target": s.target}
+
+    def _model(self):
+        cfg = self.cfg
+        overrides = {"tuning": cfg.tuning} if cfg.tuning else {}
+        model = build_sam3d(cfg.variant, sam_checkpoint=cfg.sam_checkpoint, **overrides)
+        model.grad_checkpointing = cfg.grad_checkpointing
+        model.bf16 = cfg.bf16
+        return model.to(self.device)
+
+    def _loader(self, dataset, epoch: int) -> DataLoader:
+        cfg = self.cfg
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        if self.dist.world > 1:
+            sampler = DistributedSampler(dataset, self.dist.world, self.dist.rank, shuffle=True,
+                                         seed=cfg.seed)
+            sampler.set_epoch(epoch)
+        else:
+            n = cfg.iterations_per_epoch * cfg.batch_size if cfg.iterations_per_epoch else None
+            sampler = RandomSampler(dataset, replacement=n is not None, num_samples=n,
+                                    generator=gen)
+        dataset.transform.set_random_state(seed=(cfg.seed * 7919 + epoch * 31 + self.dist.rank)
+                                           % 2**32)
+        return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler,
+                          num_workers=cfg.workers, generator=gen)
+
+    # ------------------------------------------------------------------------------- run
+    def run(self) -> list[dict]:
+        cfg = self.cfg
+        if self.dist.is_main:
+            self._check_output()
+            self.out.mkdir(parents=True, exist_ok=True)
+        set_determinism(seed=cfg.seed)
+        torch.manual_seed(cfg.seed)
+        model = self._model()
+        train_ds, val_ds = self._data(model.crop)
+        optimizer, scheduler = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.epochs,
+                                               cfg.lr_end_factor)
+        start, best, history = 1, math.inf, []
+        last = self.out / "last.pt"
+        if self.resume and last.exists():
+            state = load_training_state(last, model, optimizer, scheduler)
+            start, best, history = state["epoch"] + 1, state["best"], state["history"]
+            self.dist.log(f"resuming {last} after epoch {state['epoch']}")
+        net = self.dist.wrap(model)
+        loss_fn = DiceCELoss(include_background=False, softmax=True, to_onehot_y=True,
+                             lambda_dice=cfg.lambda_dice, lambda_ce=cfg.lambda_ce)
+        writer = self._tensorboard()
+        t_run = time.time()
+        for epoch in range(start, cfg.epochs + 1):
+            t0 = time.time()
+            lr = optimizer.param_groups[0]["lr"]
+            tr_loss, tr_dice = self._train_epoch(net, model, train_ds, optimizer, loss_fn, epoch)
+            scheduler.step()
+            val_loss = val_dice = float("nan")
+            if epoch % cfg.val_every == 0 or epoch == cfg.epochs:
+                val_loss, val_dice = self._validate(model, val_ds)
+            row = {"epoch": epoch, "train_loss": tr_loss, "train_dice": tr_dice,
+                   "val_loss": val_loss, "val_dice": val_dice, "lr": lr,
+                   "seconds": time.time() - t0}
+            history.append(row)
+            if self.dist.is_main:
+                improved = not math.isnan(val_loss) and val_loss < best
+                best = val_loss if improved else best
+                kw = {"epoch": epoch, "best": best, "history": history, "config": cfg.as_dict(),
+                      "preprocessing": self.preprocessing()}
+                save_training_state(last, model, optimizer, scheduler, **kw)
+                if improved:
+                    save_training_state(self.out / "best.pt", model, optimizer, scheduler, **kw)
+                write_metrics(self.out / "metrics.csv", history)
+                if writer is not None:
+                    for key in METRICS[1:]:
+                        writer.add_scalar(key, row[key], epoch)
+                self.dist.log(f"epoch {epoch}/{cfg.epochs}: loss {tr_loss:.4f} dice "
+                              f"{tr_dice:.3f} | val loss {val_loss:.4f} dice {val_dice:.3f} | "
+                              f"{row['seconds']:.1f} s")
+            self.dist.barrier()
+            if cfg.max_minutes and (time.time() - t_run) / 60 > cfg.max_minutes:
+                self.dist.log(f"stopping after epoch {epoch}: time budget of "
+                              f"{cfg.max_minutes} min reached")
+                break
+        if self.dist.is_main:
+            plot_history(history, self.out / "curves.png")
+        if writer is not None:
+            writer.close()
+        self.dist.close()
+        return history
+
+    def _train_epoch(self, net, model, dataset, optimizer, loss_fn, epoch: int):
+        cfg = self.cfg
+        net.train()
+        rng = np.random.default_rng([cfg.seed, epoch, self.dist.rank])
+        losses, dices = [], []
+        loader = self._loader(dataset, epoch)
+        bar = self.dist.progress(loader, desc=f"epoch {epoch}")
+        for batch in bar:
+            image = batch["image"].to(self.device).as_tensor()
+            label = batch["label"].to(self.device).as_tensor()
+            points = batch_clicks(label, rng, cfg.train_lesion_clicks,
+                                  cfg.train_random_clicks).to(self.device)
+            logits = net(image, points)
+            loss = loss_fn(logits, label)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            clip_per_group(optimizer, cfg.grad_clip)
+            optimizer.step()
+            losses.append(loss.item())
+            dices.append(_dice(logits.detach(), label))
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{np.mean(losses):.3f}", dice=f"{np.mean(dices):.3f}")
+        return self.dist.mean(losses), self.dist.mean(dices)
+
+    @torch.no_grad()
+    def _validate(self, model, dataset) -> tuple[float, float]:
+        """Mean Dice loss (official) and Dice on fixed lesion-centred crops with fixed clicks."""
+        if not self.dist.is_main:
+            return float("nan"), float("nan")
+        cfg = self.cfg
+        model.eval()
+        dataset.transform.set_random_state(seed=cfg.seed)
+        loss_fn = DiceLoss(include_background=False, softmax=True, to_onehot_y=True)
+        losses, dices = [], []
+        for i in range(len(dataset)):
+            item = dataset[i]
+            item = item[0] if isinstance(item, list) else item
+            image = item["image"].as_tensor()[None].to(self.device)
+            label = item["label"].as_tensor()[None].to(self.device)
+            mask = label[0, 0].cpu().numpy() > 0.5
+            pts = validation_clicks(mask, case_rng(cfg.seed, item["case"], "val"), cfg.val_clicks)
+            logits = model(image, torch.as_tensor(pts, dtype=torch.float32)[None].to(self.device))
+            losses.append(float(loss_fn(logits, label)))
+            dices.append(_dice(logits, label))
+        model.train()
+        return float(np.mean(losses)), float(np.mean(dices))
+
+    def _tensorboard(self):
+        if not (self.cfg.tensorboard and self.dist.is_main):
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is optional
+            return None
+        return SummaryWriter(log_dir=str(self.out / "tensorboard"))
+
+
+def write_metrics(path: Path, history: list[dict]) -> None:
+    """The whole metric history as CSV, rewritten atomically each epoch."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=METRICS)
+        w.writeheader()
+        for row in history:
+            w.writerow({k: row[k] for k in METRICS})
+    tmp.replace(path)
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def plot_history(history: list[dict], path: Path) -> Path:
+    """Training curves (loss and Dice per epoch) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    ep = [r["epoch"] for r in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2), constrained_layout=True)
+    a.plot(ep, [r["train_loss"] for r in history], label="train (Dice+CE)")
+    a.plot(ep, [r["val_loss"] for r in history], label="val (Dice loss)")
+    b.plot(ep, [r["train_dice"] for r in history], label="train")
+    b.plot(ep, [r["val_dice"] for r in history], label="val")
+    for ax, title in ((a, "loss"), (b, "Dice")):
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.legend()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,107 @@
+"""Prediction without labels: a scan, clicks, a checkpoint → a mask in the scan's geometry.
+
+::
+
+    model, spec = load_for_inference("outputs/train/kits/best.pt", sam_checkpoint=...)
+    result = predict_file(model, spec, "scan.nii.gz", [(40, 250, 230)], out="mask.nii.gz")
+
+Clicks are ``(d, h, w)`` = (slice, row, column) voxel indices of the input file (see
+:mod:`sam3d.inference.geometry`). Inputs: NIfTI, NRRD/MetaImage or a DICOM series folder.
+The mask has exactly the input's shape and geometry; it is written atomically, so a failure
+leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..checkpoint import CheckpointError, load_checkpoint, read_checkpoint_file
+from ..data.clicks import check_clicks
+from ..data.io import Volume, load_volume
+from ..data.specs import DatasetSpec, get_spec
+from .geometry import model_affine, save_mask, user_shape, user_to_model
+from .predictor import Predictor, spec_from_checkpoint
+
+
+@dataclass
+class PredictResult:
+    mask: np.ndarray  # X×Y×Z uint8 on the input grid
+    reference: Volume
+    model_clicks: np.ndarray  # k×3 (d, h, w) on the model grid
+    seconds: float
+    path: Path | None = None
+
+
+def load_for_inference(checkpoint: str | Path, sam_checkpoint: str | Path | None = None,
+                       dataset: str | None = None, device="cpu",
+                       data_dir: str | Path | None = None):
+    """Model and preprocessing spec from a sam3d (training) checkpoint.
+
+    The preprocessing constants are those the checkpoint was trained with; ``dataset`` names a
+    registered spec to use instead. A checkpoint without recorded constants and a dataset
+    without fixed ones (phantoms, samples, custom) fall back to statistics over the training
+    split of ``data_dir``, computed as the trainer does.
+    """
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    model = load_checkpoint(path, sam_checkpoint=sam_checkpoint)
+    extra = read_checkpoint_file(path).get("extra") or {}
+    if dataset is None:
+        dataset = ((extra.get("train") or {}).get("config") or {}).get("dataset")
+    fallback = get_spec(dataset) if dataset else None
+    if fallback is not None and fallback.has_statistics:
+        return model.to(device).eval(), fallback
+    try:
+        spec = spec_from_checkpoint(extra, fallback)
+    except ValueError:
+        if fallback is None or data_dir is None:
+            raise
+        spec = _statistics_from(fallback, data_dir)
+    return model.to(device).eval(), spec
+
+
+def _statistics_from(spec: DatasetSpec, data_dir: str | Path) -> DatasetSpec:
+    from ..data.layout import read_index
+    from ..data.pipeline import spec_with_statistics
+    from ..data.splits import resolve_split
+
+    index = read_index(data_dir)
+    train = resolve_split(spec.name, index.case_ids())["train"]
+    return spec_with_statistics(spec, index, index.lesion_cases(train))
+
+
+def predict_file(model: torch.nn.Module, spec: DatasetSpec, image: str | Path, clicks,
+                 out: str | Path | None = None, mode: str = "roi", device="cpu",
+                 ) -> PredictResult:
+    """Segment the lesion under ``clicks`` in ``image``; write ``out`` if given."""
+    t0 = time.time()
+    reference = load_volume(image, "image")  # clear errors before any transform runs
+    pts = check_clicks(clicks, user_shape(reference))
+    if out is not None:
+        _check_out(out)
+    predictor = Predictor(model, spec, device)
+    data = predictor.load(str(image))
+    model_pts = user_to_model(pts, reference.affine, model_affine(data["image"]),
+                              tuple(data["image"].shape[1:]), user_shape(reference))
+    prob = predictor.probabilities(data["image"], model_pts, mode)
+    mask = predictor.to_input_grid(data, prob)
+    if mask.shape != reference.shape:
+        raise RuntimeError(f"internal error: mask {mask.shape} vs image {reference.shape}")
+    result = PredictResult(mask, reference, model_pts, time.time() - t0)
+    if out is not None:
+        result.path = save_mask(mask, reference, out)
+    return result
+
+
+def _check_out(out: str | Path) -> None:
+    name = Path(out).name.lower()
+    if not name.endswith((".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")):
+        raise ValueError(f"output {out}: use .nii.gz, .nii, .nrrd or .mha")
+    if not Path(out).parent.is_dir():
+        raise ValueError(f"output folder {Path(out).parent} does not exist")

@@ -1,0 +1,146 @@
+"""Click-prompted prediction on a whole volume, shared by ``evaluate`` and ``predict``.
+
+A :class:`Predictor` runs the test chain (canonical orientation, 1 mm, clip, z-score), predicts
+the lesion probability on that model grid from clicks, and maps it back to the input's own grid
+with MONAI's inverse transforms (``Invertd``: un-transpose, un-resample trilinearly, un-orient),
+thresholded at 0.5 as the official evaluation does.
+
+Two ways to cover the volume:
+
+* ``"roi"`` — the official protocol: one ``crop``³ box centred on the clicks (the midpoint of
+  their bounding box), zero-padded where it leaves the volume; everything outside it is
+  background. Clicks outside the box (clicks spread wider than it) are left out and counted
+  in ``clicks_used``; the official code passed them to the model, where they sampled zeros.
+* ``"sliding"`` — MONAI ``sliding_window_inference`` over the whole volume (``crop``³ windows,
+  overlap 0.5, Gaussian blending). Each window is prompted with the clicks that fall inside
+  it; windows without a click do not vote (a promptable model segments only what it is
+  pointed at), and a voxel no prompted window covers is background. This sees lesions the
+  single box cannot reach.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.inferers import sliding_window_inference
+from monai.transforms import Invertd
+
+from ..data.specs import DatasetSpec
+from ..data.transforms import build_transforms
+from .roi import clicks_in_roi, crop_roi, paste_roi, roi_box
+
+MODES = ("roi", "sliding")
+
+
+class Predictor:
+    """``Predictor(model, spec, device)``; ``spec`` must carry window/mean/std."""
+
+    def __init__(self, model: torch.nn.Module, spec: DatasetSpec, device="cpu",
+                 overlap: float = 0.5):
+        if not spec.has_statistics:
+            raise ValueError(f"spec {spec.name!r} has no intensity statistics")
+        if not 0 <= overlap < 1:
+            raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+        self.model = model.eval()
+        self.spec = spec
+        self.device = torch.device(device)
+        self.overlap = overlap
+        self.crop = model.crop
+        self.chain = build_transforms(spec, "test", crop=self.crop)
+
+    # --------------------------------------------------------------------------- inputs
+    def load(self, image: str, label: str | None = None, target: int | None = None) -> dict:
+        """Run the test chain: ``image`` 3×D×H×W (model grid) and, with a label, 1×D×H×W."""
+        case = {"image": str(image)}
+        if label is not None:
+            case.update(label=str(label), target=spec_target(self.spec, target))
+        return self.chain(case)
+
+    # ----------------------------------------------------------------------- prediction
+    @torch.no_grad()
+    def probabilities(self, image: torch.Tensor, clicks: np.ndarray, mode: str = "roi",
+                      ) -> torch.Tensor:
+        """Lesion probability ``D×H×W`` on the model grid for model-grid clicks ``k×3``."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        volume = torch.as_tensor(image).float()
+        shape = tuple(volume.shape[1:])
+        clicks = np.asarray(clicks, dtype=np.int64).reshape(-1, 3)
+        if mode == "roi":
+            box = roi_box(clicks, shape, self.crop)
+            inside = _inside(clicks, box.start, self.crop)
+            if not inside.any():  # clicks spread wider than the box: centre on the first one
+                box = roi_box(clicks[:1], shape, self.crop)
+                inside = _inside(clicks, box.start, self.crop)
+            self.clicks_used = int(inside.sum())
+            patch = crop_roi(volume, box)[None].to(self.device)
+            rel = clicks_in_roi(clicks[inside], box)
+            pts = torch.as_tensor(rel, dtype=torch.float32)[None].to(self.device)
+            prob = torch.softmax(self.model(patch, pts), 1)[0, 1].cpu()
+            return paste_roi(prob, box, shape)
+        self.clicks_used = len(clicks)
+        return self._sliding(volume, clicks)
+
+    def _sliding(self, volume: torch.Tensor, clicks: np.ndarray) -> torch.Tensor:
+        """Blend only the windows that hold a click: each window returns (p·v, v) with v = 1
+        when prompted, 0 otherwise; the blended ratio is the prompted windows' average."""
+        c = self.crop
+        pts = torch.as_tensor(clicks, dtype=torch.float32)
+
+        def predictor(window: torch.Tensor, location) -> torch.Tensor:
+            out = torch.zeros(window.shape[0], 2, *window.shape[2:], device=window.device)
+            for b in range(window.shape[0]):
+                start = torch.tensor([sl.start for sl in location[b][-3:]], dtype=torch.float32)
+                rel = pts - start
+                inside = ((rel >= 0) & (rel < c)).all(1)
+                if inside.any():
+                    logits = self.model(window[b:b + 1], rel[inside][None].to(window.device))
+                    out[b, 0] = torch.softmax(logits, 1)[0, 1]
+                    out[b, 1] = 1.0
+            return out
+
+        blended = sliding_window_inference(
+            volume[None].to(self.device), roi_size=(c, c, c), sw_batch_size=1,
+            predictor=predictor, overlap=self.overlap, mode="gaussian", padding_mode="constant",
+            cval=0.0, with_coord=True)[0].cpu()
+        votes = blended[1]
+        return torch.where(votes > 1e-6, blended[0] / votes.clamp_min(1e-6),
+                           torch.zeros_like(votes))
+
+    # ---------------------------------------------------------------------- back-mapping
+    def to_input_grid(self, data: dict, prob: torch.Tensor) -> np.ndarray:
+        """Probability on the model grid → binary mask ``X×Y×Z`` on the input image's grid."""
+        image = data["image"]
+        pred = MetaTensor(prob[None].float(), meta=dict(image.meta))  # meta holds the affine
+        pred.applied_operations = [dict(op) for op in image.applied_operations]
+        inverter = Invertd(keys="pred", transform=self.chain, orig_keys="image",
+                           nearest_interp=False)
+        out = inverter({"pred": pred, "image": image})["pred"]
+        return (np.asarray(out[0].detach().cpu()) >= 0.5).astype(np.uint8)
+
+
+def _inside(clicks: np.ndarray, start, size: int) -> np.ndarray:
+    rel = clicks - np.asarray(start, dtype=np.int64)
+    return ((rel >= 0) & (rel < size)).all(axis=1)
+
+
+def spec_target(spec: DatasetSpec, target: int | None) -> int:
+    return int(spec.target if target is None else target)
+
+
+def spec_from_checkpoint(extra: dict, fallback: DatasetSpec | None = None) -> DatasetSpec:
+    """The preprocessing a checkpoint was trained with (saved by the trainer), else ``fallback``."""
+    pre = ((extra or {}).get("train") or {}).get("preprocessing")
+    if pre:
+        from ..data.specs import get_spec
+
+        base = get_spec(pre["name"]) if fallback is None else fallback
+        return dataclasses.replace(base, window=tuple(pre["window"]), mean=pre["mean"],
+                                   std=pre["std"], spacing=pre.get("spacing", 1.0))
+    if fallback is None or not fallback.has_statistics:
+        raise ValueError("the checkpoint records no preprocessing statistics; name the dataset "
+                         "whose constants to use (--dataset kits|lits|pancreas|colon)")
+    return fallback

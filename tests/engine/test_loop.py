@@ -1,0 +1,119 @@
+"""The training loop: a smoke epoch, outputs, refusal to overwrite, kill-and-resume, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from sam3d.checkpoint import load_checkpoint, read_checkpoint_file
+from sam3d.engine.loop import Trainer, TrainError, batch_clicks, read_metrics
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _write_yaml(cfg, path: Path, **changes) -> Path:
+    d = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.replace(**changes).as_dict().items()}
+    path.write_text(yaml.safe_dump(d))
+    return path
+
+
+def _cli(*args, env=None, **kw):
+    return subprocess.Popen([sys.executable, "-m", "sam3d.cli", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
+
+
+def test_one_smoke_epoch_writes_every_output(smoke_cfg) -> None:
+    history = Trainer(smoke_cfg).run()
+    assert len(history) == 1
+    row = history[0]
+    assert np.isfinite(row["train_loss"]) and np.isfinite(row["val_loss"])
+    assert 0.0 <= row["val_dice"] <= 1.0 and row["lr"] == pytest.approx(1e-3)
+    out = Path(smoke_cfg.out_dir)
+    for name in ("last.pt", "best.pt", "metrics.csv", "curves.png"):
+        assert (out / name).is_file(), name
+    assert read_metrics(out / "metrics.csv")[0]["epoch"] == 1.0
+    model = load_checkpoint(out / "last.pt", variant="tiny")  # usable for inference as is
+    assert model.crop == 64
+    # earlier results are never overwritten without --resume …
+    with pytest.raises(TrainError, match="--resume"):
+        Trainer(smoke_cfg).run()
+    # … and resuming a finished run trains nothing more
+    before = (out / "last.pt").stat().st_mtime_ns
+    assert len(Trainer(smoke_cfg, resume=True).run()) == 1
+    assert (out / "last.pt").stat().st_mtime_ns == before
+
+
+def test_the_schedule_decays_linearly_per_epoch(smoke_cfg) -> None:
+    history = Trainer(smoke_cfg.replace(epochs=2, lr_end_factor=0.5, val_every=2)).run()
+    assert [r["lr"] for r in history] == pytest.approx([1e-3, 0.75e-3])
+    assert np.isnan(history[0]["val_loss"]) and np.isfinite(history[1]["val_loss"])
+
+
+def test_batch_clicks_follow_the_official_rule() -> None:
+    rng = np.random.default_rng(0)
+    labels = torch.zeros(2, 1, 8, 8, 8)
+    labels[0, 0, 2:4, 2:4, 2:4] = 1
+    pts = batch_clicks(labels, rng, 10, 20)
+    assert pts.shape == (2, 30, 3)
+    first = pts[0, :10].long()
+    assert labels[0, 0, first[:, 0], first[:, 1], first[:, 2]].all()  # lesion clicks first
+    one = batch_clicks(torch.zeros(1, 1, 8, 8, 8), rng, 10, 20)
+    assert one.shape == (1, 20, 3)  # batch 1 without lesion: only the random ones (official)
+
+
+def _weights(path: Path) -> dict:
+    return read_checkpoint_file(path)["state"]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_and_matches_an_uninterrupted_run(smoke_cfg, tmp_path) -> None:
+    cfg = smoke_cfg.replace(epochs=3, phantoms=6)
+    ref = _write_yaml(cfg, tmp_path / "ref.yaml", out_dir=str(tmp_path / "ref"))
+    assert _cli("train", "--config", str(ref)).wait(timeout=600) == 0
+    run = _write_yaml(cfg, tmp_path / "run.yaml", out_dir=str(tmp_path / "run"))
+    proc = _cli("train", "--config", str(run))
+    metrics = tmp_path / "run" / "metrics.csv"
+    deadline = time.time() + 300
+    while not (metrics.is_file() and len(read_metrics(metrics)) >= 1):
+        assert proc.poll() is None and time.time() < deadline, "first epoch never finished"
+        time.sleep(0.2)
+    time.sleep(1.0)  # now inside epoch 2
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(read_metrics(metrics)) < 3
+    resumed = _cli("train", "--config", str(run), "--resume")
+    out = resumed.communicate(timeout=600)[0].decode("utf-8", "replace")
+    assert resumed.returncode == 0, out
+    assert "resuming" in out
+    assert [r["epoch"] for r in read_metrics(metrics)] == [1.0, 2.0, 3.0]
+    a, b = _weights(tmp_path / "ref" / "last.pt"), _weights(tmp_path / "run" / "last.pt")
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)  # same seed, same result
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu(smoke_cfg, tmp_path) -> None:
+    cfg = _write_yaml(smoke_cfg, tmp_path / "ddp.yaml", phantoms=6)
+    torchrun = Path(sys.executable).parent / "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m",
+                           "sam3d.cli", "train", "--config", str(cfg)], cwd=REPO, env=env,
+                          capture_output=True, timeout=600, check=False)
+    log = (proc.stdout + proc.stderr).decode("utf-8", "replace")
+    assert proc.returncode == 0, log[-3000:]
+    out = Path(smoke_cfg.out_dir)
+    rows = read_metrics(out / "metrics.csv")
+    assert len(rows) == 1 and np.isfinite(rows[0]["train_loss"])
+    assert log.count("epoch 1/1") == 1  # only rank 0 reports
+    saved = json.loads(json.dumps(read_checkpoint_file(out / "last.pt")["extra"]["train"]["config"]))
+    assert saved["phantoms"] == 6

@@ -1,0 +1,137 @@
+"""The evaluation protocol on hand-made cases whose Dice and NSD are known by hand."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
+from stub_models import CubeModel, FloodModel
+
+from sam3d.data import layout
+from sam3d.data.click_store import ClickSet, load_clicks, save_clicks
+from sam3d.data.specs import get_spec
+from sam3d.evaluation.protocol import EvalSettings, area_under_curve, evaluate_case
+from sam3d.evaluation.runner import evaluate_dataset
+from sam3d.inference.predictor import Predictor
+
+SPEC = get_spec("custom", target=1, window=(-1000.0, 1000.0), mean=0.0, std=1.0)
+SHAPE = (24, 24, 24)
+
+
+def _dataset(root: Path, lesions: dict[str, tuple[slice, slice, slice]]) -> layout.DatasetIndex:
+    """1 mm cubes; the lesion is a 5³ cube given in model (d, h, w) = NIfTI (z, y, x) order."""
+    cases = {}
+    for cid, (d, h, w) in lesions.items():
+        (root / cid).mkdir(parents=True)
+        label = np.zeros(SHAPE, np.uint8)
+        label[w, h, d] = 1  # NIfTI x, y, z
+        nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.float32), np.eye(4)), root / cid / "image.nii.gz")
+        nib.save(nib.Nifti1Image(label, np.eye(4)), root / cid / "label.nii.gz")
+        cases[cid] = layout.case_record(cid, SHAPE, (1, 1, 1), label, 1)
+    layout.write_index(root, "custom", {0: "background", 1: "lesion"}, 1, cases)
+    return layout.read_index(root)
+
+
+CUBE = (slice(8, 13), slice(8, 13), slice(8, 13))
+
+
+def _replay(case: str, point, protocol="test-k1") -> dict:
+    c = ClickSet(case=case, points=[tuple(point)], positive=[True], protocol=protocol, seed=0,
+                 shape=SHAPE)
+    return {(case, protocol): c}
+
+
+@pytest.mark.parametrize("mode", ["roi", "sliding"])
+def test_hand_computed_dice_and_nsd(tmp_path, mode) -> None:
+    index = _dataset(tmp_path, {"a": CUBE})
+    predictor = Predictor(CubeModel(crop=16, half=2), SPEC)
+    settings = EvalSettings(ks=(1,), modes=(mode,))
+    # a click at the cube's centre predicts the cube itself: Dice 1, NSD 1
+    row = evaluate_case(predictor, index.cases["a"], settings, _replay("a", (10, 10, 10))).rows[0]
+    assert row["dice"] == pytest.approx(1.0) and row["nsd"] == pytest.approx(1.0)
+    # one voxel off along d: overlap 4·5·5 = 100 of 125 + 125 → Dice 0.8; surfaces ≤ 1 mm apart
+    row = evaluate_case(predictor, index.cases["a"], settings, _replay("a", (9, 10, 10))).rows[0]
+    assert row["dice"] == pytest.approx(200 / 250, abs=1e-6)
+    assert row["nsd"] == pytest.approx(1.0)
+    # a click whose cube misses the lesion entirely, its faces 7 mm away: Dice 0, NSD 0 at 5 mm
+    row = evaluate_case(predictor, index.cases["a"], settings, _replay("a", (22, 10, 10))).rows[0]
+    assert row["dice"] == pytest.approx(0.0) and row["nsd"] == pytest.approx(0.0)
+
+
+def test_clicks_are_seeded_and_inside_the_lesion(tmp_path) -> None:
+    index = _dataset(tmp_path, {"a": CUBE})
+    predictor = Predictor(CubeModel(crop=16, half=2), SPEC)
+    settings = EvalSettings(ks=(1, 3), modes=("roi",), seed=5)
+    a = evaluate_case(predictor, index.cases["a"], settings)
+    b = evaluate_case(predictor, index.cases["a"], settings)
+    assert [c.points for c in a.clicks] == [c.points for c in b.clicks]
+    for cs in a.clicks:
+        assert all(8 <= v < 13 for p in cs.points for v in p)
+    assert [len(c.points) for c in a.clicks] == [1, 3]
+
+
+def test_refinement_adds_the_missed_lesion(tmp_path) -> None:
+    """Two lesions; the first click finds one; the error click lands on the other."""
+    second = (slice(16, 21), slice(16, 21), slice(16, 21))
+    index = _dataset(tmp_path, {"a": CUBE})
+    label_path = index.cases["a"].label
+    img = nib.load(label_path)
+    label = np.asarray(img.dataobj).copy()
+    label[second[2], second[1], second[0]] = 1
+    nib.save(nib.Nifti1Image(label, img.affine), label_path)
+    nib.save(nib.Nifti1Image(label.astype(np.float32) * 100, img.affine), index.cases["a"].image)
+    predictor = Predictor(FloodModel(crop=16), SPEC)
+    res = evaluate_case(predictor, index.cases["a"], EvalSettings(ks=(1,), modes=("sliding",),
+                                                                   refine=2))
+    dices = [r["dice"] for r in res.refinement]
+    assert len(dices) == 3
+    assert dices[0] == pytest.approx(2 * 125 / 375)  # one of two equal cubes found
+    assert dices[1] == pytest.approx(1.0) and res.refinement[0]["next"] == "positive"
+    assert dices[2] == pytest.approx(1.0)  # nothing left to fix: the curve stays flat
+
+
+def test_area_under_curve() -> None:
+    assert area_under_curve([0.5]) == 0.5
+    assert area_under_curve([0.6, 0.6, 0.6]) == pytest.approx(0.6)
+    assert area_under_curve([0.0, 1.0]) == pytest.approx(0.5)
+    assert area_under_curve([0.2, 0.4, 0.8]) == pytest.approx((0.3 + 0.6) / 2)
+    with pytest.raises(ValueError):
+        area_under_curve([])
+
+
+def test_runner_writes_replayable_results_and_never_overwrites(tmp_path) -> None:
+    _dataset(tmp_path / "ds", {"a": CUBE, "b": (slice(4, 9), slice(10, 15), slice(12, 17)),
+                               "c": CUBE})
+    model = CubeModel(crop=16, half=2)
+    settings = EvalSettings(ks=(1, 3), modes=("roi", "sliding"), refine=1)
+    out = tmp_path / "eval"
+    res = evaluate_dataset(model, SPEC, tmp_path / "ds", out, settings, ids=["a", "b", "c"],
+                           save_masks=True, progress=False)
+    assert len(res["rows"]) == 3 * 2 * 2
+    for name in ("per_case.csv", "summary.csv", "clicks.json", "refinement.csv",
+                 "refinement_summary.csv"):
+        assert (out / name).is_file()
+    assert len(list((out / "masks").glob("*.nii.gz"))) == 3 * 2 * 2
+    mask = nib.load(out / "masks" / "a_k1_roi.nii.gz")
+    assert mask.shape == SHAPE and np.allclose(mask.affine, np.eye(4))
+    assert {(s["mode"], s["k"]) for s in res["summary"]} == {
+        ("roi", 1), ("roi", 3), ("sliding", 1), ("sliding", 3)}
+    with pytest.raises(FileExistsError):
+        evaluate_dataset(model, SPEC, tmp_path / "ds", out, settings, ids=["a"], progress=False)
+    # replaying the stored clicks reproduces every row exactly
+    again = evaluate_dataset(model, SPEC, tmp_path / "ds", tmp_path / "replay", settings,
+                             ids=["a", "b", "c"], clicks=out / "clicks.json", progress=False)
+    strip = [{k: r[k] for k in ("case", "k", "mode", "clicks", "dice", "nsd")} for r in res["rows"]]
+    assert strip == [{k: r[k] for k in ("case", "k", "mode", "clicks", "dice", "nsd")}
+                     for r in again["rows"]]
+    assert load_clicks(out / "clicks.json") == load_clicks(tmp_path / "replay" / "clicks.json")
+    save_clicks(tmp_path / "bad.json", [ClickSet(case="a", points=[(1, 1, 1)], positive=[True],
+                                                 protocol="test-k1", seed=0, shape=(9, 9, 9))])
+    with pytest.raises(ValueError, match="grid"):
+        evaluate_dataset(model, SPEC, tmp_path / "ds", tmp_path / "bad", settings, ids=["a"],
+                         clicks=tmp_path / "bad.json", progress=False)

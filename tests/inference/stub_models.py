@@ -1,0 +1,54 @@
+"""A stand-in for the network whose output is known exactly: a cube around every click."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class CubeModel(nn.Module):
+    """Logits ``B×2×c×c×c``: foreground (+10 vs −10) inside a cube of half-width ``half``
+    around each click, background elsewhere. Records the clicks it was given."""
+
+    def __init__(self, crop: int = 16, half: int = 2):
+        super().__init__()
+        self._crop, self.half = crop, half
+        self.calls: list[torch.Tensor] = []
+
+    @property
+    def crop(self) -> int:
+        return self._crop
+
+    def forward(self, volume: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        b, c = volume.shape[0], self._crop
+        assert volume.shape[2:] == (c, c, c)
+        self.calls.append(points.detach().clone())
+        fg = torch.zeros(b, c, c, c)
+        for i in range(b):
+            for d, h, w in points[i].long().tolist():
+                assert 0 <= min(d, h, w) and max(d, h, w) < c, "click outside the crop"
+                fg[i, max(d - self.half, 0):d + self.half + 1,
+                   max(h - self.half, 0):h + self.half + 1,
+                   max(w - self.half, 0):w + self.half + 1] = 1
+        return torch.stack([-10 * fg + 0 * (1 - fg), 10 * fg - 10 * (1 - fg)], 1)
+
+
+class FloodModel(CubeModel):
+    """Foreground = the bright (> ``level``) connected regions of the input holding a click:
+    an oracle that segments exactly the clicked lesion of a synthetic image."""
+
+    def __init__(self, crop: int = 16, level: float = 50.0):
+        super().__init__(crop)
+        self.level = level
+
+    def forward(self, volume: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        from scipy import ndimage
+
+        self.calls.append(points.detach().clone())
+        fg = torch.zeros(volume.shape[0], *volume.shape[2:])
+        for i in range(volume.shape[0]):
+            comps, _ = ndimage.label((volume[i, 0] > self.level).numpy())
+            ids = {int(comps[tuple(p)]) for p in points[i].long().tolist()} - {0}
+            fg[i] = torch.from_numpy(np.isin(comps, list(ids)))
+        return torch.stack([-10 * fg, 10 * fg - 10 * (1 - fg)], 1)
