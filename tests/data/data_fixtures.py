@@ -39,3 +39,10 @@ def make_dataset(root: Path, n: int = 6, shape=(40, 44, 16), spacing=(0.8, 0.9, 
         cases[cid] = layout.case_record(cid, image, spacing, label, 2)
     layout.write_index(root, "custom", {0: "background", 1: "organ", 2: "tumour"}, 2, cases)
     return root
+
+
+def official_ids(name: str) -> set[str]:
+    """Every case id of the official split files (all five folds) of ``name``."""
+    from sam3d.data.splits import official_split
+
+    return {c for fold in range(5) for ids in official_split(name, fold).values() for c in ids}

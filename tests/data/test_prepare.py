@@ -15,6 +15,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from data_fixtures import official_ids
 
 from sam3d.data.layout import read_index
 from sam3d.data.prepare import (
@@ -28,14 +29,6 @@ from sam3d.data.prepare import (
 REPO = Path(__file__).resolve().parents[2]
 AFFINE = np.array([[-0.8, 0, 0, 100], [0, -0.8, 0, 50], [0, 0, 2.5, -300], [0, 0, 0, 1]])
 TARGET = {"kits": 2, "pancreas": 2, "lits": 2, "colon": 1}
-
-
-def official_ids(name: str) -> set[str]:
-    for folder in (REPO.parent / "shared/paper/splits", REPO / "sam3d/data/splits"):
-        if (folder / f"{name}.json").is_file():
-            doc = json.loads((folder / f"{name}.json").read_text())
-            return {c for fold in doc["folds"] for part in fold.values() for c in part}
-    pytest.skip("official split files not found")
 
 
 def volumes(seed: int = 0, shape=(8, 7, 6), labels=(0, 1, 2)) -> tuple[np.ndarray, np.ndarray]:

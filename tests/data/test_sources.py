@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 from pathlib import Path
 
 import pytest
+from data_fixtures import official_ids
 
 from sam3d.data.sources import SOURCES, get_source, parse_cases
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def official_ids(name: str) -> set[str]:
-    for folder in (REPO.parent / "shared/paper/splits", REPO / "sam3d/data/splits"):
-        if (folder / f"{name}.json").is_file():
-            doc = json.loads((folder / f"{name}.json").read_text())
-            return {c for fold in doc["folds"] for part in fold.values() for c in part}
-    pytest.skip("official split files not found")
 
 
 def test_registry():
