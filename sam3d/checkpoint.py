@@ -41,9 +41,12 @@ def read_checkpoint_file(path: str | Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
+        # torch's own text suggests weights_only=False, which is unsafe for an untrusted file:
+        # keep only its first line
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint (corrupt, truncated or not a "
-            f"checkpoint at all): {type(exc).__name__}: {exc}"
+            f"{path} is not a readable PyTorch checkpoint (corrupt, truncated, not a checkpoint "
+            f"at all, or holding objects that are unsafe to load): {type(exc).__name__}: {first}"
         ) from exc
 
 

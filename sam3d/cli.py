@@ -184,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ValueError, KeyError, FileNotFoundError, *_user_errors()) as exc:
-        print(f"sam3d {args.command}: error: {exc}", file=sys.stderr)
+        text = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"sam3d {args.command}: error: {text}", file=sys.stderr)
         return 2
 
 

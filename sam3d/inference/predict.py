@@ -52,10 +52,11 @@ def load_for_inference(checkpoint: str | Path, sam_checkpoint: str | Path | None
         raise CheckpointError(f"checkpoint not found: {path}")
     model = load_checkpoint(path, sam_checkpoint=sam_checkpoint)
     extra = read_checkpoint_file(path).get("extra") or {}
+    named = dataset is not None  # the user's choice overrides the recorded constants
     if dataset is None:
         dataset = ((extra.get("train") or {}).get("config") or {}).get("dataset")
     fallback = get_spec(dataset) if dataset else None
-    if fallback is not None and fallback.has_statistics:
+    if named and fallback is not None and fallback.has_statistics:
         return model.to(device).eval(), fallback
     try:
         spec = spec_from_checkpoint(extra, fallback)
@@ -101,6 +102,8 @@ def predict_file(model: torch.nn.Module, spec: DatasetSpec, image: str | Path, c
 
 def _check_out(out: str | Path) -> None:
     name = Path(out).name.lower()
+    if Path(out).is_dir():
+        raise ValueError(f"output {out} is a folder; give a mask file name")
     if not name.endswith((".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")):
         raise ValueError(f"output {out}: use .nii.gz, .nii, .nrrd or .mha")
     if not Path(out).parent.is_dir():
