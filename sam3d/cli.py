@@ -146,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--case", action="append", default=None, help="evaluate only these cases")
     ev.add_argument("--split-file", default=None)
     ev.add_argument("--k", type=int, nargs="+", default=[1, 3, 10], help="clicks per case")
-    ev.add_argument("--mode", choices=("roi", "sliding", "both"), default="both")
+    ev.add_argument("--mode", choices=("roi", "sliding", "both", "auto"), default="both",
+                    help="auto: prompt-free models (whole volume, no clicks)")
     ev.add_argument("--refine", type=int, default=0, help="error-driven clicks after the first")
     ev.add_argument("--tolerance", type=float, default=5.0, help="NSD tolerance (mm)")
     ev.add_argument("--seed", type=int, default=0)

@@ -15,6 +15,9 @@ prediction, because the model — like the official one — has no negative prom
 which kind each click was). The curves therefore measure what positive clicks buy. Dice and
 NSD are reported after every click, and the area under each curve (trapezoids over the click
 index, divided by the number of clicks, so a flat curve at x has area x).
+
+``"auto"`` evaluates a prompt-free model (Table 2, supervised baselines) once per case over the
+whole volume (sliding windows, no clicks; rows with k = 0).
 """
 
 from __future__ import annotations
@@ -79,6 +82,13 @@ def evaluate_case(predictor: Predictor, entry: CaseEntry, settings: EvalSettings
         return dice(mask, gt), nsd(mask, gt, spacing, settings.tolerance_mm)
 
     result = CaseResult([], [], [], {})
+    if "auto" in settings.modes:  # prompt-free: one prediction per case, no clicks
+        t0 = time.time()
+        mask = predictor.to_input_grid(data, predictor.probabilities(data["image"], None, "auto"))
+        d, s = score(mask)
+        result.rows.append({"case": entry.case_id, "k": 0, "mode": "auto", "clicks": "",
+                            "clicks_used": 0, "dice": d, "nsd": s, "seconds": time.time() - t0})
+        result.masks["auto"] = mask
     for k in settings.ks:
         stored = (replay or {}).get((entry.case_id, protocol_name(k)))
         if stored is not None:
@@ -92,7 +102,7 @@ def evaluate_case(predictor: Predictor, entry: CaseEntry, settings: EvalSettings
         result.clicks.append(ClickSet(case=entry.case_id, points=[tuple(map(int, p)) for p in clicks],
                                       positive=[True] * k, protocol=protocol_name(k),
                                       seed=settings.seed, shape=lesion.shape))
-        for mode in settings.modes:
+        for mode in (m for m in settings.modes if m != "auto"):
             t0 = time.time()
             prob = predictor.probabilities(data["image"], clicks, mode)
             mask = predictor.to_input_grid(data, prob)

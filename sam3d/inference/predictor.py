@@ -16,6 +16,8 @@ Two ways to cover the volume:
   it; windows without a click do not vote (a promptable model segments only what it is
   pointed at), and a voxel no prompted window covers is background. This sees lesions the
   single box cannot reach.
+* ``"auto"`` — automatic segmentation for prompt-free models (the paper's Table 2 variants and
+  the supervised baselines): every window votes, clicks are ignored.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from ..data.specs import DatasetSpec
 from ..data.transforms import build_transforms
 from .roi import clicks_in_roi, crop_roi, paste_roi, roi_box
 
-MODES = ("roi", "sliding")
+MODES = ("roi", "sliding", "auto")
 
 
 class Predictor:
@@ -68,7 +70,7 @@ class Predictor:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         volume = torch.as_tensor(image).float()
         shape = tuple(volume.shape[1:])
-        clicks = np.asarray(clicks, dtype=np.int64).reshape(-1, 3)
+        clicks = np.asarray(clicks if clicks is not None else [], dtype=np.int64).reshape(-1, 3)
         if mode == "roi":
             box = roi_box(clicks, shape, self.crop)
             inside = _inside(clicks, box.start, self.crop)
@@ -82,7 +84,21 @@ class Predictor:
             prob = torch.softmax(self.model(patch, pts), 1)[0, 1].cpu()
             return paste_roi(prob, box, shape)
         self.clicks_used = len(clicks)
+        if mode == "auto":
+            return self._automatic(volume)
         return self._sliding(volume, clicks)
+
+    def _automatic(self, volume: torch.Tensor) -> torch.Tensor:
+        c = self.crop
+
+        def predictor(window: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(self.model(window, None), 1)
+
+        prob = sliding_window_inference(
+            volume[None].to(self.device), roi_size=(c, c, c), sw_batch_size=1,
+            predictor=predictor, overlap=self.overlap, mode="gaussian", padding_mode="constant",
+            cval=0.0)
+        return prob[0, 1].cpu()
 
     def _sliding(self, volume: torch.Tensor, clicks: np.ndarray) -> torch.Tensor:
         """Blend only the windows that hold a click: each window returns (p·v, v) with v = 1

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
-from stub_models import CubeModel, FloodModel
+from stub_models import CubeModel, FloodModel, ThresholdModel
 
 from sam3d.data import layout
 from sam3d.data.click_store import ClickSet, load_clicks, save_clicks
@@ -135,3 +135,13 @@ def test_runner_writes_replayable_results_and_never_overwrites(tmp_path) -> None
     with pytest.raises(ValueError, match="grid"):
         evaluate_dataset(model, SPEC, tmp_path / "ds", tmp_path / "bad", settings, ids=["a"],
                          clicks=tmp_path / "bad.json", progress=False)
+
+
+def test_automatic_mode_scores_a_prompt_free_model_once_per_case(tmp_path) -> None:
+    index = _dataset(tmp_path, {"a": CUBE})
+    label = np.asarray(nib.load(index.cases["a"].label).dataobj)
+    nib.save(nib.Nifti1Image(label.astype(np.float32) * 100, np.eye(4)), index.cases["a"].image)
+    predictor = Predictor(ThresholdModel(crop=16), SPEC)
+    res = evaluate_case(predictor, index.cases["a"], EvalSettings(ks=(1,), modes=("auto",)))
+    assert [(r["mode"], r["k"]) for r in res.rows] == [("auto", 0)]
+    assert res.rows[0]["dice"] == pytest.approx(1.0) and res.rows[0]["nsd"] == pytest.approx(1.0)

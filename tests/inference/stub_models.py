@@ -52,3 +52,16 @@ class FloodModel(CubeModel):
             ids = {int(comps[tuple(p)]) for p in points[i].long().tolist()} - {0}
             fg[i] = torch.from_numpy(np.isin(comps, list(ids)))
         return torch.stack([-10 * fg, 10 * fg - 10 * (1 - fg)], 1)
+
+
+class ThresholdModel(CubeModel):
+    """A prompt-free stand-in: foreground wherever the input is brighter than ``level``."""
+
+    def __init__(self, crop: int = 16, level: float = 50.0):
+        super().__init__(crop)
+        self.level = level
+
+    def forward(self, volume: torch.Tensor, points: torch.Tensor | None = None) -> torch.Tensor:
+        assert points is None, "a prompt-free model gets no points"
+        fg = (volume[:, 0] > self.level).float()
+        return torch.stack([-10 * fg, 10 * fg - 10 * (1 - fg)], 1)
