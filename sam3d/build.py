@@ -42,6 +42,7 @@ def build_from_config(cfg: Sam3DConfig) -> Sam3D:
         window=cfg.window, global_attn_indexes=cfg.global_attn_indexes,
         rel_pos_window=cfg.rel_pos_window, taps=cfg.taps, out_chans=cfg.out_chans,
         adapter_dim=cfg.adapter_dim, shift_even_blocks=cfg.shift_even_blocks,
+        peft=cfg.peft, peft_dim=cfg.peft_dim,
     )
     prompts = {
         level: PromptEncoder3D(cfg.out_chans, cfg.prompt_depth, cfg.prompt_heads,

@@ -25,7 +25,23 @@ TUNING_POLICIES: dict[str, tuple[str, ...]] = {
     # Every encoder parameter (full fine-tuning; smoke runs of the randomly initialised tiny
     # model, which has no pretrained weights worth freezing).
     "full": (r".",),
+    # The PEFT comparison (paper Table 2): what every variant shares with the paper's policy
+    # (the 3D additions — depth/slice embeddings, depth rel-pos tables, necks — and the
+    # norms) plus the modules of the chosen PEFT method (``peft.<block>.*``).
+    "peft": (
+        r"depth_embed",
+        r"patch_embed\.slice_embed\.",
+        r"blocks\.\d+\.(norm1|norm2|adapter)\.",
+        r"blocks\.\d+\.attn\.rel_pos_d",
+        r"neck_3d\.",
+        r"peft\.",
+    ),
 }
+
+#: How the encoder is adapted (``Sam3DConfig.peft``): the paper's spatial adapter, no PEFT
+#: module at all, or one of the alternatives of ``sam3d/modeling/peft.py`` (Table 2).
+PEFT_METHODS: tuple[str, ...] = ("spatial", "none", "houlsby", "protuning", "stadapter",
+                                 "medtuning")
 
 
 @dataclass(frozen=True)
@@ -36,7 +52,10 @@ class Sam3DConfig:
     which keep longer rel-pos tables), ``taps`` (0-based blocks feeding the four necks),
     ``patch``/``sam_img_size`` (SAM's patch size and input size), ``crop`` (input edge in
     voxels), ``grid`` (tokens per axis), ``window`` (attention window edge, in tokens),
-    ``rel_pos_window`` (SAM's window size), ``out_chans`` (neck width), ``adapter_ratio``.
+    ``rel_pos_window`` (SAM's window size), ``out_chans`` (neck width), ``adapter_ratio``
+    (spatial-adapter bottleneck / dim). ``peft``: a name of ``PEFT_METHODS`` (default
+    ``"spatial"``, the paper's model); ``peft_dim``: the bottleneck / prompt width of the other
+    methods (0 for ``spatial`` and ``none``).
     Prompt: ``prompt_levels`` (1-based feature levels with a prompt encoder; () = automatic),
     ``prompt_depth``, ``prompt_heads``, ``prompt_mlp_dim``, ``num_queries``.
     Decoder: ``decoder_chans``, ``num_classes``. ``sam_model`` names the segment-anything
@@ -60,6 +79,8 @@ class Sam3DConfig:
     shift_even_blocks: bool = True
     out_chans: int = 256
     adapter_ratio: float = 0.5
+    peft: str = "spatial"
+    peft_dim: int = 0
     prompt_levels: tuple[int, ...] = (4,)
     prompt_depth: int = 2
     prompt_heads: int = 8
@@ -76,6 +97,17 @@ class Sam3DConfig:
             raise ValueError(f"unknown tuning policy {self.tuning!r}; known: {sorted(TUNING_POLICIES)}")
         if not 0 < self.adapter_ratio <= 4:
             raise ValueError(f"adapter_ratio must be in (0, 4], got {self.adapter_ratio}")
+        if self.peft not in PEFT_METHODS:
+            raise ValueError(f"unknown peft {self.peft!r}; known: {', '.join(PEFT_METHODS)}")
+        with_modules = self.peft not in ("spatial", "none")
+        is_int = isinstance(self.peft_dim, int) and not isinstance(self.peft_dim, bool)
+        if not is_int or not (self.peft_dim > 0 if with_modules else self.peft_dim == 0):
+            need = "a positive integer" if with_modules else "0"
+            raise ValueError(f"peft_dim must be {need} for peft {self.peft!r}, "
+                             f"got {self.peft_dim!r}")
+        if with_modules and self.tuning == "paper":
+            raise ValueError(f"tuning policy 'paper' would freeze the {self.peft} modules; "
+                             "use tuning 'peft'")
         if len(set(self.prompt_levels)) != len(self.prompt_levels):
             raise ValueError(f"prompt_levels must be distinct, got {self.prompt_levels}")
         for level in self.prompt_levels:
@@ -123,3 +155,38 @@ register(Sam3DConfig(
     prompt_heads=4, prompt_mlp_dim=64, decoder_chans=16, sam_model=None,
     description="same architecture at toy size (64³ crop, 16³ tokens) for CPU tests and smoke runs",
 ))
+
+
+# ---------------------------------------------------------------------------------------------
+# Paper Table 2: automatic segmentation (no prompt encoder, 256³ crops as the official
+# train_auto.py) with different ways of tuning the same encoder. Widths: each method's paper
+# default where it has one (ST-Adapter 384), else the width whose tuned-module count (+ norms)
+# comes closest to the figure the 3DSAM-adapter paper reports (see book/peft.md). The tiny
+# versions scale those widths by 96/768 (rounded) and keep the tiny 64³ crop.
+# ---------------------------------------------------------------------------------------------
+_TABLE2 = {  # suffix: (peft, vit_b width, tiny width, tuning, description)
+    "ours": ("spatial", 0, 0, "paper", "3DSAM-adapter (spatial adapters)"),
+    "full": ("none", 0, 0, "full", "full fine-tuning (no PEFT module, every encoder weight)"),
+    "adapter": ("houlsby", 205, 26, "peft", "Adapter (Houlsby et al. 2019), 2 per block"),
+    "protuning": ("protuning", 357, 45, "peft", "Pro-tuning (Nie et al. 2022) prompt blocks"),
+    "stadapter": ("stadapter", 384, 48, "peft", "ST-Adapter (Pan et al. 2022), before attention"),
+    "medtuning": ("medtuning", 389, 49, "peft", "Med-Tuning (2023) Med-Adapters after blocks"),
+}
+for _suffix, (_peft, _width, _tiny_width, _tuning, _what) in _TABLE2.items():
+    register(CONFIGS["vit_b"].replace(
+        name=f"auto_{_suffix}", crop=256, prompt_levels=(), peft=_peft, peft_dim=_width,
+        tuning=_tuning, description=f"Table 2, automatic, 256³ crop: {_what}",
+    ))
+    register(CONFIGS["tiny"].replace(
+        name=f"tiny_auto_{_suffix}", prompt_levels=(), peft=_peft, peft_dim=_tiny_width,
+        tuning=_tuning, description=f"tiny smoke version of auto_{_suffix}: {_what}",
+    ))
+
+# Paper Table 3: the prompt encoder at other feature levels (vit_b / tiny: level 4 only).
+for _levels in ((3, 4), (2, 4), (1, 4), (1, 2, 3, 4)):
+    _tag = "".join(map(str, _levels))
+    for _base in ("vit_b", "tiny"):
+        register(CONFIGS[_base].replace(
+            name=f"{_base}_levels_{_tag}", prompt_levels=_levels,
+            description=f"Table 3: {_base}, prompt encoders on levels {'+'.join(_tag)}",
+        ))

@@ -80,3 +80,48 @@ def test_register_rejects_duplicates() -> None:
 def test_tuning_policy_names() -> None:
     assert "paper" in TUNING_POLICIES
     assert all(isinstance(p, str) for p in TUNING_POLICIES["paper"])
+
+
+# ------------------------------------------------- PEFT (Table 2) and levels (Table 3)
+TABLE2 = ("ours", "full", "adapter", "protuning", "stadapter", "medtuning")
+
+
+def test_table2_and_table3_names() -> None:
+    for suffix in TABLE2:
+        auto, tiny = get_config(f"auto_{suffix}"), get_config(f"tiny_auto_{suffix}")
+        assert auto.prompt_levels == tiny.prompt_levels == ()
+        assert (auto.crop, auto.grid, tiny.crop, tiny.grid) == (256, 32, 64, 16)
+        assert auto.peft == tiny.peft and auto.tuning == tiny.tuning
+    for tag, levels in (("34", (3, 4)), ("24", (2, 4)), ("14", (1, 4)), ("1234", (1, 2, 3, 4))):
+        assert get_config(f"vit_b_levels_{tag}").prompt_levels == levels
+        assert get_config(f"tiny_levels_{tag}").prompt_levels == levels
+    assert get_config("vit_b").peft == "spatial" and get_config("vit_b").peft_dim == 0
+
+
+def test_peft_widths() -> None:
+    widths = {s: (get_config(f"auto_{s}").peft_dim, get_config(f"tiny_auto_{s}").peft_dim)
+              for s in TABLE2}
+    assert widths == {"ours": (0, 0), "full": (0, 0), "adapter": (205, 26),
+                      "protuning": (357, 45), "stadapter": (384, 48), "medtuning": (389, 49)}
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"peft": "lora"}, "unknown peft"),
+        ({"peft": "houlsby", "tuning": "peft"}, "peft_dim must be a positive integer"),
+        ({"peft": "houlsby", "peft_dim": -3, "tuning": "peft"}, "peft_dim"),
+        ({"peft": "houlsby", "peft_dim": 2.5, "tuning": "peft"}, "peft_dim"),
+        ({"peft_dim": 8}, "peft_dim must be 0"),
+        ({"peft": "none", "peft_dim": 8}, "peft_dim must be 0"),
+        ({"peft": "stadapter", "peft_dim": 8}, "would freeze"),
+    ],
+)
+def test_invalid_peft_fields(changes: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        Sam3DConfig("bad", **changes)
+
+
+def test_peft_policy_extends_paper_policy() -> None:
+    assert TUNING_POLICIES["peft"][:-1] == TUNING_POLICIES["paper"]
+    assert TUNING_POLICIES["peft"][-1] == r"peft\."

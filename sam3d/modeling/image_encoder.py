@@ -14,14 +14,25 @@ from .adapter import SpatialAdapter
 from .attention import WindowAttention3D, shifted_window_mask, window_order
 from .common import LayerNorm3d, check_positive
 from .patch_embed import VolumePatchEmbed
+from .peft import TUNER_METHODS, BlockTuner, build_block_tuners
+
+#: ``peft`` values of :class:`ImageEncoder3D`: the paper's spatial adapter, no PEFT module, or
+#: one of the tuners of ``peft.py``.
+ENCODER_PEFT = ("spatial", "none", *TUNER_METHODS)
 
 
 class Block3D(nn.Module):
-    """Adapter → pre-norm (shifted) 3D window attention → pre-norm MLP, on ``B×X×Y×Z×dim``."""
+    """Adapter → pre-norm (shifted) 3D window attention → pre-norm MLP, on ``B×X×Y×Z×dim``.
+
+    ``adapter_dim`` None builds no spatial adapter (the PEFT alternatives of ``peft.py``).
+    ``forward(x, tuner)`` optionally applies a :class:`~sam3d.modeling.peft.BlockTuner`'s
+    sub-layer hooks (``attn_out``, ``mlp_out``); the encoder owns the tuner and applies its
+    ``before``/``after`` hooks around the block.
+    """
 
     def __init__(
         self, dim: int, num_heads: int, mlp_ratio: float, window: int, shift: int,
-        rel_pos_size: int, adapter_dim: int,
+        rel_pos_size: int, adapter_dim: int | None,
     ) -> None:
         super().__init__()
         if not 0 <= shift < window:
@@ -31,10 +42,11 @@ class Block3D(nn.Module):
         self.attn = WindowAttention3D(dim, num_heads, window, rel_pos_size)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = MLPBlock(dim, int(dim * mlp_ratio), nn.GELU)
-        self.adapter = SpatialAdapter(dim, adapter_dim)
+        self.adapter = SpatialAdapter(dim, adapter_dim) if adapter_dim is not None else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.adapter(x)
+    def forward(self, x: torch.Tensor, tuner: BlockTuner | None = None) -> torch.Tensor:
+        if self.adapter is not None:
+            x = self.adapter(x)
         b, grid, c = x.shape[0], x.shape[1], x.shape[-1]
         w = self.window
         order, inverse = window_order(grid, w, self.shift, x.device)
@@ -47,8 +59,13 @@ class Block3D(nn.Module):
         step = self.attn.chunk_for(x)
         out = []
         for xt, ht in zip(x.reshape(-1, c).split(step), h.reshape(-1, c).split(step)):
+            if tuner is not None:
+                ht = tuner.attn_out(ht)
             t = xt + ht
-            out.append(t + self.mlp(self.norm2(t)))
+            m = self.mlp(self.norm2(t))
+            if tuner is not None:
+                m = tuner.mlp_out(m)
+            out.append(t + m)
         return torch.cat(out).view(x.shape)
 
 
@@ -73,8 +90,12 @@ class ImageEncoder3D(nn.Module):
       global_attn_indexes: SAM's global blocks — here only their longer rel-pos tables remain.
       rel_pos_window (int): SAM's window size (14), fixing the other tables' length.
       taps: 0-based blocks whose output feeds a neck (ViT-B: 2, 5, 8, 11).
-      out_chans (int): neck width (256). adapter_dim (int): adapter bottleneck.
+      out_chans (int): neck width (256). adapter_dim (int): spatial-adapter bottleneck.
       shift_even_blocks (bool): roll windows by ``window/2`` in blocks 0, 2, 4, …
+      peft (str): how the encoder is adapted, one of ``ENCODER_PEFT``: ``"spatial"`` (the
+        paper's adapter in every block, default), ``"none"``, or a method of ``peft.py``, whose
+        tuners (one per block, parameters ``peft.<block>.*``) replace the spatial adapters.
+      peft_dim (int): bottleneck / prompt width of a ``peft.py`` method (0 otherwise).
 
     Input ``B×C×D×H×W`` (C = 1 or 3, D = H = W = crop). Output: list of ``len(taps)`` tensors
     ``B×out_chans×H'×W'×D'`` in the official (H, W, D) layout, with ``H' = W' = D' = grid``.
@@ -84,7 +105,7 @@ class ImageEncoder3D(nn.Module):
         self, *, dim: int, depth: int, num_heads: int, mlp_ratio: float, patch: int,
         sam_img_size: int, crop: int, grid: int, window: int, global_attn_indexes: Sequence[int],
         rel_pos_window: int, taps: Sequence[int], out_chans: int, adapter_dim: int,
-        shift_even_blocks: bool = True,
+        shift_even_blocks: bool = True, peft: str = "spatial", peft_dim: int = 0,
     ) -> None:
         super().__init__()
         check_positive(depth=depth, sam_img_size=sam_img_size, window=window,
@@ -96,6 +117,11 @@ class ImageEncoder3D(nn.Module):
             raise ValueError(f"SAM's {pos_grid}² positional table cannot be pooled to {grid}²")
         if not taps or any(not 0 <= t < depth for t in taps) or list(taps) != sorted(set(taps)):
             raise ValueError(f"taps must be increasing block indices in [0, {depth}), got {taps}")
+        if peft not in ENCODER_PEFT:
+            raise ValueError(f"unknown peft {peft!r}; known: {', '.join(ENCODER_PEFT)}")
+        if (peft_dim > 0) != (peft in TUNER_METHODS):
+            raise ValueError(f"peft_dim must be positive for {', '.join(TUNER_METHODS)} and 0 "
+                             f"otherwise, got {peft_dim} for {peft!r}")
         self.grid, self.taps = grid, tuple(taps)
         self.grad_checkpointing = False
         self.use_literal_patch_embed = False
@@ -107,11 +133,13 @@ class ImageEncoder3D(nn.Module):
                 dim, num_heads, mlp_ratio, window,
                 shift=window // 2 if shift_even_blocks and i % 2 == 0 else 0,
                 rel_pos_size=2 * (pos_grid if i in global_attn_indexes else rel_pos_window) - 1,
-                adapter_dim=adapter_dim,
+                adapter_dim=adapter_dim if peft == "spatial" else None,
             )
             for i in range(depth)
         )
         self.neck_3d = nn.ModuleList(make_neck(dim, out_chans) for _ in taps)
+        self.peft = (build_block_tuners(peft, dim, peft_dim, depth, grid, taps)
+                     if peft in TUNER_METHODS else None)
 
     def positional(self) -> torch.Tensor:
         """Pooled 2D table + depth table: ``1×grid×grid×grid×dim`` in (H, W, D) order."""
@@ -123,11 +151,18 @@ class ImageEncoder3D(nn.Module):
         embed = self.patch_embed.forward_literal if self.use_literal_patch_embed else self.patch_embed
         tokens = embed(x) + self.positional().to(x.dtype)
         feats = []
+        state = None  # carried from block to block by stateful tuners (Med-Tuning)
         for i, block in enumerate(self.blocks):
+            tuner = self.peft[i] if self.peft is not None else None
+            x_in = tokens
+            if tuner is not None:
+                tokens = tuner.before(tokens)
             if self.grad_checkpointing and torch.is_grad_enabled():
-                tokens = checkpoint(block, tokens, use_reentrant=False)
+                tokens = checkpoint(block, tokens, tuner, use_reentrant=False)
             else:
-                tokens = block(tokens)
+                tokens = block(tokens, tuner)
+            if tuner is not None:
+                tokens, state = tuner.after(x_in, tokens, state)
             if i in self.taps:
                 neck = self.neck_3d[len(feats)]
                 feats.append(neck(tokens.permute(0, 4, 1, 2, 3)))
