@@ -3,9 +3,8 @@
 A randomly initialised ``tiny`` model (64³ crop) saved as a sam3d checkpoint stands in for a
 trained one: these tests are about geometry (the mask has the input's shape, affine and file
 type) and about errors (exit status 2, a clear message, no output written or touched), not
-about accuracy. The real sample CTs come from ``data/samples``
-(``python data_scripts/fetch_samples.py --out data/samples``); tests needing them skip
-without them.
+about accuracy. The real sample CTs come from ``data/samples``, fetched on first use (as
+``python data_scripts/fetch_samples.py --out data/samples`` does, idempotently).
 """
 
 from __future__ import annotations
@@ -27,6 +26,7 @@ from sam3d import cli
 from sam3d.build import build_sam3d
 from sam3d.checkpoint import save_checkpoint
 from sam3d.data.io import load_volume
+from sam3d.data.samples import fetch_samples
 from sam3d.data.specs import get_spec
 from sam3d.inference.predict import load_for_inference, predict_file
 
@@ -77,10 +77,8 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
 
 
 def _sample(case: str) -> tuple[Path, Path, int]:
+    fetch_samples(SAMPLES)  # idempotent: downloads only on a fresh checkout
     image, label = SAMPLES / case / "image.nii.gz", SAMPLES / case / "label.nii.gz"
-    if not (image.is_file() and label.is_file() and (SAMPLES / "dataset.json").is_file()):
-        pytest.skip(f"sample {case} absent: python data_scripts/fetch_samples.py --out "
-                    f"{SAMPLES.relative_to(REPO)}")
     target = json.loads((SAMPLES / "dataset.json").read_text())["cases"][case]["target"]
     return image, label, int(target)
 

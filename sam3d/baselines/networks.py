@@ -1,0 +1,198 @@
+"""Prompt-free supervised 3D baselines of Table 1, built from MONAI networks.
+
+``BASELINES`` maps a name to a :class:`Baseline`:
+
+* ``swin_unetr`` — MONAI ``SwinUNETR`` with ``feature_size=48`` (the paper's Swin-UNETR row;
+  the official baseline code builds the same network, with gradient checkpointing and the
+  self-supervised Swin-ViT weights, which are not loaded here). Sizes must be multiples of
+  32, and in training one of them ≥ 64 (instance norm needs > 1 voxel at the 1/32 level).
+* ``unetr`` — MONAI ``UNETR`` (ViT-B encoder, 16³ patches, ``feature_size=16``, perceptron
+  patch embedding, residual blocks: the official code's settings). Table 1 has UNETR++, not
+  UNETR; this is the UNETR family's MONAI reference, offered for comparison. MONAI builds a
+  cross-attention LayerNorm in each of the 12 blocks that UNETR never uses (18,432 parameters
+  without gradients: DDP needs ``find_unused_parameters``).
+* ``dynunet_smoke`` — a tiny MONAI ``DynUNet`` for CPU smoke runs of the baseline plumbing.
+  It is **not** a paper baseline and its numbers must never be reported as nnU-Net's (the
+  nnU-Net row is produced by nnU-Net itself: :mod:`sam3d.baselines.nnunet`).
+
+Crops are ``(D, H, W)`` with D the slice axis, as everywhere in sam3d; the paper baselines use
+the official ``(64, 160, 160)``. Note that the official baseline code rescales intensities to
+[0, 1] where the method z-scores HU (official-implementation.md §8 item 9); preprocessing is
+the data pipeline's business, not this module's.
+
+:class:`PromptFree` makes any of them callable like :class:`~sam3d.modeling.Sam3D`:
+``model(volume, points)`` with the points ignored.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from monai.networks.nets import UNETR, DynUNet, SwinUNETR
+from torch import nn
+
+Crop = tuple[int, int, int]
+PAPER_CROP: Crop = (64, 160, 160)
+SMOKE_CROP: Crop = (64, 64, 64)
+
+
+def _crop(crop) -> Crop:
+    try:
+        out = tuple(int(c) for c in crop)
+    except TypeError:
+        raise ValueError(f"crop must be three positive sizes (D, H, W), got {crop!r}") from None
+    if len(out) != 3 or min(out) < 1:
+        raise ValueError(f"crop must be three positive sizes (D, H, W), got {crop!r}")
+    return out
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A named prompt-free 3D segmentation network.
+
+    ``crop``: default training crop (D, H, W); ``divisor``: every input size must be a
+    multiple of it; ``fixed_size``: the network only accepts its build crop (learned
+    positional embeddings); ``paper``/``paper_params_m``: the Table 1 row and its tuned
+    parameter count in millions (None when the network is not in Table 1).
+    """
+
+    name: str
+    description: str
+    crop: Crop
+    factory: Callable[[Crop, int, int], nn.Module]
+    divisor: int = 1
+    fixed_size: bool = False
+    in_channels: int = 1
+    out_channels: int = 2
+    paper: str | None = None
+    paper_params_m: float | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "crop", _crop(self.crop))
+        if self.divisor < 1:
+            raise ValueError(f"divisor must be ≥ 1, got {self.divisor}")
+        if self.in_channels < 1 or self.out_channels < 2:
+            raise ValueError("need ≥ 1 input channel and ≥ 2 output classes")
+        self.check_size(self.crop)
+
+    def check_size(self, size) -> Crop:
+        """``size`` as a crop, or ValueError when this network cannot take it."""
+        size = _crop(size)
+        if any(s % self.divisor for s in size):
+            raise ValueError(f"{self.name}: every size must be a multiple of {self.divisor}, "
+                             f"got {size}")
+        return size
+
+    def build(self, crop=None) -> nn.Module:
+        """The bare MONAI network (``B×in×D×H×W → B×out×D×H×W``), randomly initialised."""
+        return self.factory(self.check_size(self.crop if crop is None else crop),
+                            self.in_channels, self.out_channels)
+
+    def model(self, crop=None) -> PromptFree:
+        """The network wrapped in :class:`PromptFree`."""
+        crop = self.check_size(self.crop if crop is None else crop)
+        return PromptFree(self.build(crop), name=self.name, crop=crop,
+                          in_channels=self.in_channels, divisor=self.divisor,
+                          fixed_size=self.fixed_size)
+
+
+class PromptFree(nn.Module):
+    """Wraps a prompt-free segmentation network so it is called like our model.
+
+    ``forward(volume B×C×D×H×W, points=None) -> logits B×out×D×H×W``: the points (``B×N×3``
+    or anything else) are ignored; of the C input channels (3 in our pipeline, the CT
+    repeated) the first ``in_channels`` are used. ``.name`` and ``.crop`` describe it.
+    """
+
+    def __init__(self, net: nn.Module, *, name: str, crop, in_channels: int = 1,
+                 divisor: int = 1, fixed_size: bool = False):
+        super().__init__()
+        if not isinstance(net, nn.Module):
+            raise TypeError(f"net must be a torch.nn.Module, got {type(net).__name__}")
+        if not name:
+            raise ValueError("name must be non-empty")
+        if in_channels < 1 or divisor < 1:
+            raise ValueError("in_channels and divisor must be ≥ 1")
+        self.net = net
+        self.name = name
+        self.crop = _crop(crop)
+        self.in_channels = in_channels
+        self.divisor = divisor
+        self.fixed_size = fixed_size
+
+    def forward(self, volume: torch.Tensor, points: torch.Tensor | None = None) -> torch.Tensor:
+        if volume.ndim != 5:
+            raise ValueError(f"{self.name}: volume must be B×C×D×H×W, got {tuple(volume.shape)}")
+        if volume.shape[1] < self.in_channels:
+            raise ValueError(f"{self.name}: needs {self.in_channels} channel(s), got "
+                             f"{volume.shape[1]}")
+        size = tuple(volume.shape[2:])
+        if self.fixed_size and size != self.crop:
+            raise ValueError(f"{self.name} was built for {self.crop} and takes only that size, "
+                             f"got {size}")
+        if any(s % self.divisor for s in size):
+            raise ValueError(f"{self.name}: sizes must be multiples of {self.divisor}, got {size}")
+        return self.net(volume[:, : self.in_channels])
+
+
+def _swin_unetr(crop: Crop, cin: int, cout: int) -> nn.Module:
+    return SwinUNETR(in_channels=cin, out_channels=cout, feature_size=48, spatial_dims=3)
+
+
+def _unetr(crop: Crop, cin: int, cout: int) -> nn.Module:
+    return UNETR(in_channels=cin, out_channels=cout, img_size=crop, feature_size=16,
+                 hidden_size=768, mlp_dim=3072, num_heads=12, proj_type="perceptron",
+                 norm_name="instance", res_block=True, dropout_rate=0.0)
+
+
+def _dynunet_smoke(crop: Crop, cin: int, cout: int) -> nn.Module:
+    return DynUNet(spatial_dims=3, in_channels=cin, out_channels=cout,
+                   kernel_size=[3, 3, 3, 3], strides=[1, 2, 2, 2],
+                   upsample_kernel_size=[2, 2, 2], filters=[8, 16, 32, 64],
+                   norm_name="instance", deep_supervision=False, res_block=False)
+
+
+BASELINES: dict[str, Baseline] = {
+    b.name: b
+    for b in (
+        Baseline("swin_unetr",
+                 "Swin-UNETR (MONAI SwinUNETR, feature_size 48): the paper's Swin-UNETR row, "
+                 "randomly initialised (the official code starts from self-supervised "
+                 "Swin-ViT weights)",
+                 PAPER_CROP, _swin_unetr, divisor=32, paper="Swin-UNETR", paper_params_m=62.19),
+        Baseline("unetr",
+                 "UNETR (MONAI UNETR, ViT-B, 16³ patches): the official code's UNETR settings; "
+                 "not a Table 1 row (Table 1 has UNETR++)",
+                 PAPER_CROP, _unetr, divisor=16, fixed_size=True),
+        Baseline("dynunet_smoke",
+                 "SMOKE STAND-IN, NOT A PAPER BASELINE: a tiny MONAI DynUNet (8–64 filters) "
+                 "for CPU tests of the baseline plumbing; nnU-Net's row comes from nnU-Net "
+                 "itself (sam3d.baselines.nnunet)",
+                 SMOKE_CROP, _dynunet_smoke, divisor=8),
+    )
+}
+
+
+def get_baseline(name: str) -> Baseline:
+    """The registry entry ``name``."""
+    if name not in BASELINES:
+        raise KeyError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
+    return BASELINES[name]
+
+
+def build_baseline(name: str, crop=None) -> PromptFree:
+    """``BASELINES[name]`` built for ``crop`` (default: its own) and wrapped in PromptFree."""
+    return get_baseline(name).model(crop)
+
+
+@functools.cache
+def count_parameters(name: str, trainable_only: bool = True) -> int:
+    """Parameters of ``BASELINES[name]`` at its default crop (built on the CPU, once).
+
+    The crop matters only for UNETR (its positional embedding has one entry per patch).
+    """
+    net = get_baseline(name).build()
+    return sum(p.numel() for p in net.parameters() if p.requires_grad or not trainable_only)
