@@ -47,3 +47,17 @@ def provenance(device: str = "cpu", mode: str = "smoke", seed: int | None = None
     info.update({name: _version(name) for name in PACKAGES})
     info["wall_time_s"] = round(time.time() - _START, 1)
     return info
+
+
+def project_path(path: str | Path) -> Path:
+    """``path`` as given when absolute; otherwise relative to the project root (the nearest
+    folder above the working directory holding ``pyproject.toml`` and ``sam3d/``), so a
+    notebook run from ``notebooks/`` (as the book build does) finds the same ``data/``."""
+    p = Path(path)
+    if p.is_absolute():
+        return p
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "pyproject.toml").is_file() and (folder / "sam3d").is_dir():
+            return folder / p
+    return here / p
