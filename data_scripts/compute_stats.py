@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"mean {r['mean']:.3f}  std {r['std']:.3f}"
                   + (f"  ({r['cases']} training cases)" if r["cases"] else ""))
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+        Path(args.json).write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
     return 0
 
 

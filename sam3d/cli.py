@@ -39,7 +39,7 @@ def _bench(args: argparse.Namespace) -> int:
     skip = tuple(s for s in args.skip.split(",") if s)
     res = run_bench(args.variant, args.device, args.threads, args.warmup, skip, args.mem_limit_gib)
     if args.json:
-        with open(args.json, "w") as fh:
+        with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(res, fh, indent=2)
         print(f"wrote {args.json}")
     # a step refused at the memory cap is a measurement ("needs more than the cap"), not a failure
@@ -180,7 +180,16 @@ def _user_errors() -> tuple[type[Exception], ...]:
     return (TrainError, FileExistsError)
 
 
+def _utf8_streams() -> None:
+    """Print our messages (×, →, ±) even where the locale says ASCII (a bare CI shell)."""
+    for stream in (sys.stdout, sys.stderr):
+        enc = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if enc and enc != "utf8" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(encoding="utf-8", errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _utf8_streams()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

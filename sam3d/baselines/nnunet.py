@@ -160,8 +160,8 @@ def export_nnunet(prepared_root: str | Path, out_raw: str | Path, dataset_id: in
                       "split": {p: sorted(split[p]) for p in PARTS}, "target": targets,
                       "lesion_voxels": lesion},
         }
-        (tmp / "dataset.json").write_text(json.dumps(doc, indent=1) + "\n")
-        (tmp / SPLITS_FILE).write_text(json.dumps(splits_final(split), indent=1) + "\n")
+        (tmp / "dataset.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+        (tmp / SPLITS_FILE).write_text(json.dumps(splits_final(split), indent=1) + "\n", encoding="utf-8")
         if final.exists():
             old = out_raw / f".{folder}.old-{uuid.uuid4().hex[:8]}"
             final.rename(old)
@@ -214,7 +214,7 @@ def check_names(dataset_dir: str | Path) -> None:
     """
     dataset_dir = Path(dataset_dir)
     try:
-        doc = json.loads((dataset_dir / "dataset.json").read_text())
+        doc = json.loads((dataset_dir / "dataset.json").read_text(encoding="utf-8"))
         ending, n_channels = doc["file_ending"], len(doc["channel_names"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise NnUNetError(f"{dataset_dir}: no usable nnU-Net dataset.json ({exc})") from None

@@ -225,7 +225,7 @@ def safe_extract(archive: str | Path, target: str | Path, *,
             elif dest.exists() or dest.is_symlink():
                 dest.unlink()
             os.replace(entry, dest)
-        marker.write_text(f"{archive.name}\n")
+        marker.write_text(f"{archive.name}\n", encoding="utf-8")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target

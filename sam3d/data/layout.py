@@ -104,7 +104,7 @@ def write_index(root: str | Path, name: str, labels: dict[int, str], target: int
     root.mkdir(parents=True, exist_ok=True)
     path = root / INDEX
     tmp = path.with_name(f".{INDEX}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     tmp.replace(path)
     return path
 
@@ -124,7 +124,7 @@ def read_index(root: str | Path) -> DatasetIndex:
         raise LayoutError(f"{path}: not found — prepare the dataset first "
                           "(data_scripts/prepare_dataset.py) or point to a prepared folder")
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise LayoutError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:

@@ -67,12 +67,12 @@ def spec_with_statistics(spec: DatasetSpec, index: DatasetIndex, train_ids: list
                          .encode()).hexdigest()[:16]
     cache = Path(cache_dir) / f"stats-{spec.name}-{key}.json" if cache_dir else None
     if cache is not None and cache.is_file():
-        s = json.loads(cache.read_text())
+        s = json.loads(cache.read_text(encoding="utf-8"))
         return spec.with_statistics(s["window"], s["mean"], s["std"])
     stats = compute_statistics(index, index.lesion_cases(train_ids) or train_ids)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(stats.as_dict()))
+        cache.write_text(json.dumps(stats.as_dict()), encoding="utf-8")
     return spec.with_statistics(stats.window, stats.mean, stats.std)
 
 

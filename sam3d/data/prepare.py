@@ -176,7 +176,7 @@ def _signature(case: RawCase, target: int) -> dict:
 
 def _read_sidecar(folder: Path) -> dict | None:
     try:
-        doc = json.loads((folder / SIDECAR).read_text())
+        doc = json.loads((folder / SIDECAR).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     complete = all((folder / f).is_file() for f in ("image.nii.gz", "label.nii.gz"))
@@ -202,7 +202,7 @@ def _prepare_case(case: RawCase, out_dir: Path, name: str, target: int, overwrit
     try:
         record, notes = _convert(case, tmp, target)
         doc = {"dataset": name, "case": case.case_id, "signature": signature, "record": record}
-        (tmp / SIDECAR).write_text(json.dumps(doc, indent=1) + "\n")
+        (tmp / SIDECAR).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
         if final.exists():
             final.rename(trash)
         tmp.rename(final)

@@ -30,7 +30,7 @@ def official_split(name: str, fold: int = 0) -> dict[str, list[str]]:
     """Case ids of fold ``fold`` (0–4) of the official split of ``name``."""
     if name not in OFFICIAL:
         raise SplitError(f"no official split for {name!r}; official: {', '.join(OFFICIAL)}")
-    doc = json.loads(resources.files("sam3d.data").joinpath(f"splits/{name}.json").read_text())
+    doc = json.loads(resources.files("sam3d.data").joinpath(f"splits/{name}.json").read_text(encoding="utf-8"))
     folds = doc["folds"]
     if not 0 <= fold < len(folds):
         raise SplitError(f"{name}: fold must be in 0..{len(folds) - 1}, got {fold}")
@@ -74,7 +74,7 @@ def save_split(path: str | Path, split: dict[str, list[str]], seed: int | None =
     doc = {"format": FORMAT, "seed": seed, "source": source,
            **{part: sorted(split[part]) for part in PARTS}}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     tmp.replace(path)
     return path
 
@@ -83,7 +83,7 @@ def load_split(path: str | Path) -> dict[str, list[str]]:
     """Read a split file written by :func:`save_split`."""
     path = Path(path)
     try:
-        doc = json.loads(path.read_text())
+        doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SplitError(f"{path}: cannot read split ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:

@@ -143,9 +143,9 @@ def load_config(name_or_path: str | Path, overrides=None) -> TrainConfig:
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ConfigError(f"configuration file not found: {path}")
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     elif str(name_or_path) in shipped_configs():
-        text = resources.files("sam3d").joinpath(f"configs/train/{name_or_path}.yaml").read_text()
+        text = resources.files("sam3d").joinpath(f"configs/train/{name_or_path}.yaml").read_text(encoding="utf-8")
     else:
         raise ConfigError(f"unknown configuration {name_or_path!r}: not a file, and not one of "
                           f"{shipped_configs()}")

@@ -253,7 +253,7 @@ class Trainer:
 def write_metrics(path: Path, history: list[dict]) -> None:
     """The whole metric history as CSV, rewritten atomically each epoch."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=METRICS)
         w.writeheader()
         for row in history:
@@ -262,7 +262,7 @@ def write_metrics(path: Path, history: list[dict]) -> None:
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8") as fh:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
 
 

@@ -114,7 +114,7 @@ def summarise_refinement(rows: list[dict]) -> list[dict]:
 
 def write_csv(path: Path, rows: list[dict], fields) -> Path:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as fh:
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=list(fields))
         w.writeheader()
         w.writerows({k: r.get(k) for k in fields} for r in rows)

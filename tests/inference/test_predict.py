@@ -127,7 +127,7 @@ def test_lits117_nifti_round_trip(loaded, tmp_path, capsys) -> None:
     result = predict_file(*loaded, image, [click], out=out)
     seconds = time.perf_counter() - t0
     with capsys.disabled():
-        print(f"\nlits117 128³ roi prediction (tiny model, CPU): {seconds:.2f} s wall")
+        print(f"\nlits117 128^3 roi prediction (tiny model, CPU): {seconds:.2f} s wall")
     assert result.path == out and out.is_file()
     assert result.mask.shape == (128, 128, 128) and result.mask.dtype == np.uint8
     # lits117 is RAS at 1 mm: the model grid is the input grid, so the click is unchanged
