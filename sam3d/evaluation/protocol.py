@@ -120,11 +120,13 @@ def evaluate_case(predictor: Predictor, entry: CaseEntry, settings: EvalSettings
 def _refine(predictor, data, lesion, entry, settings, score) -> list[dict]:
     first = lesion_clicks(lesion, 1, case_rng(settings.seed, entry.case_id, protocol_name(1)))
     positives = [tuple(int(v) for v in first[0])]
-    rows = []
+    rows, scored = [], 0
     for step in range(settings.refine + 1):
-        prob = predictor.probabilities(data["image"], np.array(positives), "sliding")
-        pred = prob.numpy() >= 0.5
-        d, s = score(predictor.to_input_grid(data, prob))
+        if scored != len(positives):  # a negative click leaves the prompt, so the result, as is
+            prob = predictor.probabilities(data["image"], np.array(positives), "sliding")
+            pred = prob.numpy() >= 0.5
+            d, s = score(predictor.to_input_grid(data, prob))
+            scored = len(positives)
         rows.append({"case": entry.case_id, "click": step + 1, "dice": d, "nsd": s,
                      "clicks": _fmt(np.array(positives)), "next": ""})
         if step == settings.refine:
