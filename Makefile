@@ -15,7 +15,7 @@ venv: $(STAMP)
 # Re-installs when pyproject.toml or constraints.txt change.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -c constraints.txt -e '.[test,book,baselines]'
+	$(PY) -m pip install -c constraints.txt -e '.[test,book,baselines,widgets]'
 	touch $@
 
 samples: $(SAMPLES)

@@ -1,0 +1,58 @@
+"""Train once, reuse everywhere: the checkpoint of a configuration, trained on first request.
+
+The book's chapters (training, Table 1, the ablations, the clicks chapter) all need a trained
+model. :func:`trained_checkpoint` derives a folder from the *content* of the configuration
+(every setting except where it writes and how it reports), trains into it only when it holds
+no finished run, resumes an interrupted one, and returns the checkpoint. A changed setting
+gives a new folder, so an old result is never mistaken for a new one, nor overwritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from .config import TrainConfig, load_config
+
+DONE = "done.json"
+# settings that do not change what is learned
+_PRESENTATION = ("out_dir", "progress", "tensorboard", "name")
+
+
+def config_key(cfg: TrainConfig) -> str:
+    """A 10-hex-digit key of everything in ``cfg`` that affects the trained weights."""
+    doc = {k: v for k, v in cfg.as_dict().items() if k not in _PRESENTATION}
+    blob = json.dumps(doc, sort_keys=True, default=list).encode()
+    return hashlib.sha256(blob).hexdigest()[:10]
+
+
+def run_dir(cfg: TrainConfig, root: str | Path) -> Path:
+    """``root/<name>-<key>``: the folder a run of ``cfg`` trains into."""
+    return Path(root) / f"{cfg.name}-{config_key(cfg)}"
+
+
+def trained_checkpoint(config: str | Path | TrainConfig, overrides=None,
+                       root: str | Path = "outputs/runs") -> Path:
+    """Checkpoint of ``config`` (a shipped name, a YAML file or a :class:`TrainConfig`, with
+    ``--set``-style ``overrides``), trained into :func:`run_dir` if no finished run is there.
+
+    Returns ``best.pt`` (``last.pt`` when validation never improved). The run's ``metrics.csv``
+    and ``curves.png`` sit beside it; ``done.json`` records the configuration and the epochs.
+    """
+    from .loop import Trainer
+
+    if isinstance(config, TrainConfig):
+        cfg = config.replace(**(overrides or {})) if isinstance(overrides, dict) else config
+        if overrides and not isinstance(overrides, dict):
+            raise TypeError("with a TrainConfig, give overrides as a dict of field values")
+    else:
+        cfg = load_config(config, overrides)
+    out = run_dir(cfg, root)
+    cfg = cfg.replace(out_dir=str(out))
+    if not (out / DONE).is_file():
+        history = Trainer(cfg, resume=(out / "last.pt").is_file()).run()
+        (out / DONE).write_text(json.dumps({"config": cfg.as_dict(), "epochs": len(history)},
+                                           indent=1, default=list) + "\n", encoding="utf-8")
+    best = out / "best.pt"
+    return best if best.is_file() else out / "last.pt"

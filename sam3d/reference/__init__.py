@@ -1,0 +1,46 @@
+"""The paper's reported numbers (reference data, never a result of this project).
+
+Transcribed from the paper's slides into ``table1_baselines.csv``, ``table2_peft.csv`` and
+``table3_feature_level.csv`` (Dice and NSD in percent). The book shows them beside the numbers
+of its own runs; they are labelled "paper" wherever they appear.
+"""
+
+from __future__ import annotations
+
+import csv
+from importlib import resources
+
+TABLES = {
+    "table1": "table1_baselines.csv",
+    "table2": "table2_peft.csv",
+    "table3": "table3_feature_level.csv",
+}
+DATASET_COLUMNS = {"kits": "kidney", "pancreas": "pancreas", "lits": "liver", "colon": "colon"}
+
+
+def _value(text: str) -> float | str | None:
+    if text == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def paper_rows(table: str) -> list[dict]:
+    """Rows of a reported table (``table1``, ``table2`` or ``table3``); numbers as floats,
+    empty cells as ``None``."""
+    if table not in TABLES:
+        raise ValueError(f"unknown table {table!r}; known: {sorted(TABLES)}")
+    text = resources.files(__name__).joinpath(TABLES[table]).read_text(encoding="utf-8")
+    return [{k: _value(v) for k, v in row.items()} for row in csv.DictReader(text.splitlines())]
+
+
+def paper_metric(row: dict, dataset: str, metric: str) -> float | None:
+    """The reported ``metric`` ("dice" or "nsd", percent) of ``dataset`` (kits, pancreas, lits,
+    colon) in one row of a table."""
+    if dataset not in DATASET_COLUMNS:
+        raise ValueError(f"unknown dataset {dataset!r}; known: {sorted(DATASET_COLUMNS)}")
+    if metric not in ("dice", "nsd"):
+        raise ValueError(f"metric must be 'dice' or 'nsd', got {metric!r}")
+    return row.get(f"{DATASET_COLUMNS[dataset]}_{metric}")
