@@ -1,0 +1,54 @@
+"""Putting "paper" and "this run" side by side, and saying what kind of run it was."""
+
+from __future__ import annotations
+
+import time
+
+MODES = ("smoke", "full")
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"MODE must be one of {MODES}, got {mode!r}")
+    return mode
+
+
+def run_label(mode: str) -> str:
+    """Column suffix for a run's numbers: smoke results are never shown as a reproduction."""
+    return "this run (smoke: tiny model, not comparable)" if check_mode(mode) == "smoke" \
+        else "this run"
+
+
+def run_stamp(prov: dict, started: float | None = None) -> str:
+    """One line: mode, device, seed, commit and wall time, from :func:`sam3d.provenance.provenance`."""
+    wall = time.time() - started if started is not None else prov.get("wall_time_s", 0.0)
+    return (f"{prov['mode']} mode · {prov['device']} · seed {prov['seed']} · "
+            f"commit {prov['git_commit']} · {wall / 60:.1f} min")
+
+
+def side_by_side(paper: list[dict], run: list[dict], on: list[str], metrics: list[str],
+                 mode: str):
+    """A pandas DataFrame joining reported and measured rows on the ``on`` columns.
+
+    ``paper`` and ``run`` rows hold ``on`` keys and ``metrics`` values (percent); output columns
+    are ``on`` then, per metric, ``"<metric> · paper"`` and ``"<metric> · <run_label>"``. Rows
+    present on one side only keep an empty cell on the other.
+    """
+    import pandas as pd
+
+    label = run_label(mode)
+    for name, rows in (("paper", paper), ("run", run)):
+        for row in rows:
+            missing = [k for k in on if k not in row]
+            if missing:
+                raise KeyError(f"a {name} row lacks the key column(s) {missing}: {row}")
+    left = pd.DataFrame([{**{k: r[k] for k in on}, **{f"{m} · paper": r.get(m) for m in metrics}}
+                         for r in paper], columns=[*on, *(f"{m} · paper" for m in metrics)])
+    right = pd.DataFrame([{**{k: r[k] for k in on}, **{f"{m} · {label}": r.get(m)
+                                                        for m in metrics}} for r in run],
+                         columns=[*on, *(f"{m} · {label}" for m in metrics)])
+    table = left.merge(right, on=on, how="outer", sort=False)
+    order = [*on]
+    for m in metrics:
+        order += [f"{m} · paper", f"{m} · {label}"]
+    return table[order]
