@@ -9,6 +9,7 @@ gives a new folder, so an old result is never mistaken for a new one, nor overwr
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 from pathlib import Path
@@ -18,11 +19,15 @@ from .config import TrainConfig, load_config
 DONE = "done.json"
 # settings that do not change what is learned
 _PRESENTATION = ("out_dir", "progress", "tensorboard", "name")
+# settings added after runs were cached: left out of the key while at their default, so the
+# folders of earlier runs keep their keys
+_LATER = {"model": "sam3d", "crop": None}
 
 
 def config_key(cfg: TrainConfig) -> str:
     """A 10-hex-digit key of everything in ``cfg`` that affects the trained weights."""
-    doc = {k: v for k, v in cfg.as_dict().items() if k not in _PRESENTATION}
+    doc = {k: v for k, v in cfg.as_dict().items() if k not in _PRESENTATION
+           and not (k in _LATER and v == _LATER[k])}
     blob = json.dumps(doc, sort_keys=True, default=list).encode()
     return hashlib.sha256(blob).hexdigest()[:10]
 
@@ -50,9 +55,14 @@ def trained_checkpoint(config: str | Path | TrainConfig, overrides=None,
         cfg = load_config(config, overrides)
     out = run_dir(cfg, root)
     cfg = cfg.replace(out_dir=str(out))
-    if not (out / DONE).is_file():
-        history = Trainer(cfg, resume=(out / "last.pt").is_file()).run()
-        (out / DONE).write_text(json.dumps({"config": cfg.as_dict(), "epochs": len(history)},
-                                           indent=1, default=list) + "\n", encoding="utf-8")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # one trainer per folder: a second process asking for the same run waits for the first
+    with open(out.parent / f".{out.name}.lock", "w", encoding="utf-8") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / DONE).is_file():
+            history = Trainer(cfg, resume=(out / "last.pt").is_file()).run()
+            (out / DONE).write_text(json.dumps({"config": cfg.as_dict(),
+                                                "epochs": len(history)},
+                                               indent=1, default=list) + "\n", encoding="utf-8")
     best = out / "best.pt"
     return best if best.is_file() else out / "last.pt"

@@ -18,22 +18,24 @@ TABLES = {
 DATASET_COLUMNS = {"kits": "kidney", "pancreas": "pancreas", "lits": "liver", "colon": "colon"}
 
 
-def _value(text: str) -> float | str | None:
-    if text == "":
-        return None
-    try:
-        return float(text)
-    except ValueError:
+_NUMERIC = ("_dice", "_nsd", "_M")
+
+
+def _value(column: str, text: str) -> float | str | None:
+    """Metric and parameter-count columns as floats (empty: None); key columns stay text
+    (Table 3's level "4" is a name, not a number)."""
+    if not column.endswith(_NUMERIC):
         return text
+    return None if text == "" else float(text)
 
 
 def paper_rows(table: str) -> list[dict]:
-    """Rows of a reported table (``table1``, ``table2`` or ``table3``); numbers as floats,
-    empty cells as ``None``."""
+    """Rows of a reported table (``table1``, ``table2`` or ``table3``); metrics and counts as
+    floats (empty cells as ``None``), key columns as text."""
     if table not in TABLES:
         raise ValueError(f"unknown table {table!r}; known: {sorted(TABLES)}")
     text = resources.files(__name__).joinpath(TABLES[table]).read_text(encoding="utf-8")
-    return [{k: _value(v) for k, v in row.items()} for row in csv.DictReader(text.splitlines())]
+    return [{k: _value(k, v) for k, v in row.items()} for row in csv.DictReader(text.splitlines())]
 
 
 def paper_metric(row: dict, dataset: str, metric: str) -> float | None:

@@ -1,0 +1,42 @@
+"""trained_checkpoint: trains a configuration once into a content-keyed folder, then reuses it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sam3d.checkpoint import load_checkpoint
+from sam3d.engine.cached import DONE, config_key, run_dir, trained_checkpoint
+from sam3d.engine.config import load_config
+
+
+def test_key_ignores_where_and_how_a_run_reports_but_not_what_it_learns(smoke_cfg) -> None:
+    key = config_key(smoke_cfg)
+    assert len(key) == 10 and int(key, 16) >= 0
+    assert config_key(smoke_cfg.replace(out_dir="elsewhere", progress=True, name="x")) == key
+    assert config_key(smoke_cfg.replace(lr=2e-3)) != key
+    assert config_key(smoke_cfg.replace(seed=1)) != key
+    assert run_dir(smoke_cfg, "root").name == f"test-{key}"
+
+
+def test_trains_once_then_returns_the_same_checkpoint(smoke_cfg, tmp_path) -> None:
+    root = tmp_path / "runs"
+    ckpt = trained_checkpoint(smoke_cfg, root=root)
+    assert ckpt.parent == run_dir(smoke_cfg, root) and ckpt.name in ("best.pt", "last.pt")
+    done = json.loads((ckpt.parent / DONE).read_text(encoding="utf-8"))
+    assert done["epochs"] == 1 and done["config"]["lr"] == smoke_cfg.lr
+    model = load_checkpoint(ckpt)
+    assert model.config.name == "tiny"
+    stamp = ckpt.stat().st_mtime_ns
+    assert trained_checkpoint(smoke_cfg, root=root) == ckpt  # cached: not trained again
+    assert ckpt.stat().st_mtime_ns == stamp
+    other = trained_checkpoint(smoke_cfg, {"seed": 1}, root=root)  # a new setting: a new folder
+    assert other.parent != ckpt.parent and ckpt.stat().st_mtime_ns == stamp
+
+
+def test_shipped_names_and_overrides_are_resolved_like_the_cli() -> None:
+    cfg = load_config("book_smoke", ["max_minutes=1"])
+    assert run_dir(cfg, "r") != run_dir(load_config("book_smoke"), "r")
+    with pytest.raises(TypeError, match="dict"):
+        trained_checkpoint(load_config("book_smoke"), ["lr=1"], root="unused")

@@ -1,0 +1,35 @@
+"""Side-by-side tables of reported and measured numbers, and run labels."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from sam3d.experiments.report import check_mode, run_label, run_stamp, side_by_side
+
+
+def test_smoke_numbers_are_never_labelled_as_a_plain_run() -> None:
+    assert "smoke" in run_label("smoke") and "smoke" not in run_label("full")
+    with pytest.raises(ValueError, match="MODE"):
+        check_mode("fast")
+
+
+def test_rows_are_joined_on_the_keys_and_missing_sides_stay_empty() -> None:
+    paper = [{"method": "ours", "k": 1, "dice": 73.78}, {"method": "nnU-Net", "k": 0, "dice": 73.07}]
+    run = [{"method": "ours", "k": 1, "dice": 61.0}, {"method": "dynunet", "k": 0, "dice": 40.0}]
+    table = side_by_side(paper, run, ["method", "k"], ["dice"], "smoke")
+    label = run_label("smoke")
+    assert list(table.columns) == ["method", "k", "dice · paper", f"dice · {label}"]
+    rows = {r["method"]: r for r in table.to_dict("records")}
+    assert rows["ours"]["dice · paper"] == 73.78 and rows["ours"][f"dice · {label}"] == 61.0
+    assert math.isnan(rows["nnU-Net"][f"dice · {label}"])
+    assert math.isnan(rows["dynunet"]["dice · paper"])
+    with pytest.raises(KeyError, match="key column"):
+        side_by_side([{"dice": 1.0}], run, ["method"], ["dice"], "full")
+
+
+def test_stamp_names_mode_device_seed_commit_and_time() -> None:
+    prov = {"mode": "smoke", "device": "CPU (x86_64, 2 threads)", "seed": 0, "git_commit": "abc",
+            "wall_time_s": 90.0}
+    assert run_stamp(prov) == "smoke mode · CPU (x86_64, 2 threads) · seed 0 · commit abc · 1.5 min"
