@@ -16,6 +16,14 @@ which kind each click was). The curves therefore measure what positive clicks bu
 NSD are reported after every click, and the area under each curve (trapezoids over the click
 index, divided by the number of clicks, so a flat curve at x has area x).
 
+Prompt position (the paper's ablation): ``position="random"`` is the official protocol above;
+``"centre"``, ``"adjacent"`` or ``"margin"`` draw the ``k`` clicks instead from that band of the
+largest lesion component on the model grid (:func:`sam3d.data.clicks.position_clicks`, with the
+model grid's spacing), under the protocol name ``test-k<k>-<position>`` so that a clicks file
+keeps the kind of click it holds; the refinement then starts from such a click too (the
+stored one when replaying). Rows say the position, and ``position_fallback`` is True when the
+adjacent band was empty (tiny lesion) and the nearest depth was used.
+
 ``"auto"`` evaluates a prompt-free model (Table 2, supervised baselines) once per case over the
 whole volume (sliding windows, no clicks; rows with k = 0).
 """
@@ -23,28 +31,41 @@ whole volume (sliding windows, no clicks; rows with k = 0).
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..data.click_store import ClickSet
-from ..data.clicks import case_rng, error_click, lesion_clicks
+from ..data.clicks import (
+    POSITIONS,
+    PositionFallbackWarning,
+    case_rng,
+    error_click,
+    lesion_clicks,
+    position_clicks,
+)
 from ..data.io import load_volume
 from ..data.layout import CaseEntry
 from ..inference.predictor import MODES, Predictor
+from .feature_cache import reuse_image_features
 from .metrics import dice, nsd
+
+CLICK_POSITIONS = ("random", *POSITIONS)
 
 
 @dataclass(frozen=True)
 class EvalSettings:
     """``ks``: clicks per case; ``modes``: "roi" and/or "sliding"; ``refine``: extra clicks;
-    ``tolerance_mm``: NSD tolerance; ``seed``: click seed."""
+    ``tolerance_mm``: NSD tolerance; ``seed``: click seed; ``position``: where the clicks fall,
+    "random" (official: any lesion voxel) or one of "centre", "adjacent", "margin"."""
 
     ks: tuple[int, ...] = (1, 3, 10)
     modes: tuple[str, ...] = ("roi",)
     refine: int = 0
     tolerance_mm: float = 5.0
     seed: int = 0
+    position: str = "random"
 
     def __post_init__(self):
         if not self.ks or any(not isinstance(k, int) or k < 1 for k in self.ks):
@@ -55,6 +76,8 @@ class EvalSettings:
             raise ValueError(f"refine must be in 0..20, got {self.refine}")
         if self.tolerance_mm <= 0:
             raise ValueError(f"tolerance_mm must be positive, got {self.tolerance_mm}")
+        if self.position not in CLICK_POSITIONS:
+            raise ValueError(f"position must be one of {CLICK_POSITIONS}, got {self.position!r}")
 
 
 @dataclass
@@ -65,8 +88,28 @@ class CaseResult:
     masks: dict[str, np.ndarray]  # "k3_roi" → X×Y×Z uint8 on the label's grid
 
 
-def protocol_name(k: int) -> str:
-    return f"test-k{k}"
+def protocol_name(k: int, position: str = "random") -> str:
+    """``test-k<k>`` (the official random clicks) or ``test-k<k>-<position>``."""
+    if position not in CLICK_POSITIONS:
+        raise ValueError(f"position must be one of {CLICK_POSITIONS}, got {position!r}")
+    return f"test-k{k}" if position == "random" else f"test-k{k}-{position}"
+
+
+def draw_clicks(lesion: np.ndarray, k: int, case_id: str, settings: EvalSettings,
+                spacing: float = 1.0) -> tuple[np.ndarray, bool]:
+    """``k×3`` clicks on the model-grid lesion mask ``D×H×W`` for ``settings.position``, seeded
+    by (seed, case, protocol name); and whether the adjacent band fell back to nearest depth."""
+    rng = case_rng(settings.seed, case_id, protocol_name(k, settings.position))
+    if settings.position == "random":
+        return lesion_clicks(lesion, k, rng), False
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PositionFallbackWarning)
+        clicks = position_clicks(lesion, settings.position, k, rng, (float(spacing),) * 3)
+    fallback = any(issubclass(w.category, PositionFallbackWarning) for w in caught)
+    for w in caught:  # pass on anything else
+        if not issubclass(w.category, PositionFallbackWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return clicks, fallback
 
 
 def evaluate_case(predictor: Predictor, entry: CaseEntry, settings: EvalSettings,
@@ -77,30 +120,34 @@ def evaluate_case(predictor: Predictor, entry: CaseEntry, settings: EvalSettings
     gt_vol = load_volume(entry.label, "label")
     gt = gt_vol.array == entry.target
     spacing = gt_vol.spacing
+    grid = getattr(predictor.spec, "spacing", 1.0)  # the model grid's isotropic spacing (mm)
 
     def score(mask: np.ndarray) -> tuple[float, float]:
         return dice(mask, gt), nsd(mask, gt, spacing, settings.tolerance_mm)
 
+    where = {"position": settings.position}
     result = CaseResult([], [], [], {})
     if "auto" in settings.modes:  # prompt-free: one prediction per case, no clicks
         t0 = time.time()
         mask = predictor.to_input_grid(data, predictor.probabilities(data["image"], None, "auto"))
         d, s = score(mask)
-        result.rows.append({"case": entry.case_id, "k": 0, "mode": "auto", "clicks": "",
-                            "clicks_used": 0, "dice": d, "nsd": s, "seconds": time.time() - t0})
+        result.rows.append({"case": entry.case_id, "k": 0, "mode": "auto", "position": "none",
+                            "position_fallback": False, "clicks": "", "clicks_used": 0,
+                            "dice": d, "nsd": s, "seconds": time.time() - t0})
         result.masks["auto"] = mask
     for k in settings.ks:
-        stored = (replay or {}).get((entry.case_id, protocol_name(k)))
+        protocol = protocol_name(k, settings.position)
+        stored = (replay or {}).get((entry.case_id, protocol))
+        fallback = False
         if stored is not None:
             if tuple(stored.shape) != lesion.shape:
                 raise ValueError(f"{entry.case_id}: stored clicks are for grid {stored.shape}, "
                                  f"the model grid is {lesion.shape}")
             clicks = stored.array()
         else:
-            clicks = lesion_clicks(lesion, k, case_rng(settings.seed, entry.case_id,
-                                                       protocol_name(k)))
+            clicks, fallback = draw_clicks(lesion, k, entry.case_id, settings, grid)
         result.clicks.append(ClickSet(case=entry.case_id, points=[tuple(map(int, p)) for p in clicks],
-                                      positive=[True] * k, protocol=protocol_name(k),
+                                      positive=[True] * k, protocol=protocol,
                                       seed=settings.seed, shape=lesion.shape))
         for mode in (m for m in settings.modes if m != "auto"):
             t0 = time.time()
@@ -108,17 +155,22 @@ def evaluate_case(predictor: Predictor, entry: CaseEntry, settings: EvalSettings
             mask = predictor.to_input_grid(data, prob)
             seconds = time.time() - t0
             d, s = score(mask)
-            result.rows.append({"case": entry.case_id, "k": k, "mode": mode,
-                                "clicks": _fmt(clicks), "clicks_used": predictor.clicks_used,
+            result.rows.append({"case": entry.case_id, "k": k, "mode": mode, **where,
+                                "position_fallback": fallback, "clicks": _fmt(clicks),
+                                "clicks_used": predictor.clicks_used,
                                 "dice": d, "nsd": s, "seconds": seconds})
             result.masks[f"k{k}_{mode}"] = mask
     if settings.refine:
-        result.refinement = _refine(predictor, data, lesion, entry, settings, score)
+        stored = (replay or {}).get((entry.case_id, protocol_name(1, settings.position)))
+        first = stored.array()[:1] if stored is not None else \
+            draw_clicks(lesion, 1, entry.case_id, settings, grid)[0]
+        with reuse_image_features(predictor.model):  # the same windows, click after click
+            result.refinement = _refine(predictor, data, lesion, first, entry, settings, score)
     return result
 
 
-def _refine(predictor, data, lesion, entry, settings, score) -> list[dict]:
-    first = lesion_clicks(lesion, 1, case_rng(settings.seed, entry.case_id, protocol_name(1)))
+def _refine(predictor, data, lesion, first, entry, settings, score) -> list[dict]:
+    """The refinement curve from the ``1×3`` model-grid click ``first`` (the k = 1 click)."""
     positives = [tuple(int(v) for v in first[0])]
     rows, scored = [], 0
     for step in range(settings.refine + 1):
@@ -127,7 +179,8 @@ def _refine(predictor, data, lesion, entry, settings, score) -> list[dict]:
             pred = prob.numpy() >= 0.5
             d, s = score(predictor.to_input_grid(data, prob))
             scored = len(positives)
-        rows.append({"case": entry.case_id, "click": step + 1, "dice": d, "nsd": s,
+        rows.append({"case": entry.case_id, "position": settings.position, "click": step + 1,
+                     "dice": d, "nsd": s,
                      "clicks": _fmt(np.array(positives)), "next": ""})
         if step == settings.refine:
             break

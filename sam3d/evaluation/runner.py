@@ -1,7 +1,8 @@
 """Evaluate a checkpoint on a prepared dataset and write the results.
 
-Outputs in ``out_dir``: ``per_case.csv`` (case, k, mode, clicks on the model grid, clicks
-used, Dice, NSD, seconds), ``summary.csv`` (mean and standard deviation per mode and k),
+Outputs in ``out_dir``: ``per_case.csv`` (case, k, mode, click position, whether the position
+band fell back, clicks on the model grid, clicks used, Dice, NSD, seconds), ``summary.csv``
+(mean and standard deviation per click position, mode and k),
 ``refinement.csv`` and ``refinement_summary.csv`` (Dice/NSD after each click and the areas
 under the curves) when refinement is on, ``clicks.json`` (every click, for exact replay with
 ``clicks=``) and, with ``save_masks``, ``masks/<case>_k<k>_<mode>.nii.gz`` in the label's
@@ -26,7 +27,8 @@ from ..inference.geometry import save_mask
 from ..inference.predictor import Predictor
 from .protocol import EvalSettings, area_under_curve, evaluate_case
 
-ROW_FIELDS = ("case", "k", "mode", "clicks", "clicks_used", "dice", "nsd", "seconds")
+ROW_FIELDS = ("case", "k", "mode", "position", "position_fallback", "clicks", "clicks_used",
+              "dice", "nsd", "seconds")
 
 
 def evaluate_dataset(model, spec: DatasetSpec, data_dir: str | Path, out_dir: str | Path,
@@ -84,14 +86,18 @@ def evaluate_dataset(model, spec: DatasetSpec, data_dir: str | Path, out_dir: st
 
 
 def summarise(rows: list[dict]) -> list[dict]:
-    """Mean and standard deviation of Dice and NSD per (mode, k)."""
+    """Mean and standard deviation of Dice and NSD per (position, mode, k), positions in the
+    order met; a row without a position counts as the official random clicks."""
     out = []
-    for mode in sorted({r["mode"] for r in rows}):
-        for k in sorted({r["k"] for r in rows}):
-            sel = [r for r in rows if r["mode"] == mode and r["k"] == k]
-            if sel:
+    for position in _positions(rows):
+        for mode in sorted({r["mode"] for r in rows}):
+            for k in sorted({r["k"] for r in rows}):
+                sel = [r for r in rows if r["mode"] == mode and r["k"] == k
+                       and r.get("position", "random") == position]
+                if not sel:
+                    continue
                 d, s = np.array([r["dice"] for r in sel]), np.array([r["nsd"] for r in sel])
-                out.append({"mode": mode, "k": k, "cases": len(sel),
+                out.append({"position": position, "mode": mode, "k": k, "cases": len(sel),
                             "dice_mean": float(d.mean()), "dice_std": float(d.std()),
                             "nsd_mean": float(s.mean()), "nsd_std": float(s.std()),
                             "seconds_mean": float(np.mean([r["seconds"] for r in sel]))})
@@ -99,17 +105,26 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 
 def summarise_refinement(rows: list[dict]) -> list[dict]:
-    """Mean Dice/NSD after each click, and the mean per-case areas under the curves."""
-    cases = sorted({r["case"] for r in rows})
-    clicks = sorted({r["click"] for r in rows})
-    out = [{"click": c, "dice_mean": float(np.mean([r["dice"] for r in rows if r["click"] == c])),
-            "nsd_mean": float(np.mean([r["nsd"] for r in rows if r["click"] == c]))}
-           for c in clicks]
-    auc_d = [area_under_curve([r["dice"] for r in rows if r["case"] == c]) for c in cases]
-    auc_s = [area_under_curve([r["nsd"] for r in rows if r["case"] == c]) for c in cases]
-    out.append({"click": "auc", "dice_mean": float(np.mean(auc_d)),
-                "nsd_mean": float(np.mean(auc_s))})
+    """Mean Dice/NSD after each click, and the mean per-case areas under the curves, per
+    position of the first click."""
+    out = []
+    for position in _positions(rows):
+        sel = [r for r in rows if r.get("position", "random") == position]
+        cases = sorted({r["case"] for r in sel})
+        for c in sorted({r["click"] for r in sel}):
+            at = [r for r in sel if r["click"] == c]
+            out.append({"position": position, "click": c,
+                        "dice_mean": float(np.mean([r["dice"] for r in at])),
+                        "nsd_mean": float(np.mean([r["nsd"] for r in at]))})
+        auc_d = [area_under_curve([r["dice"] for r in sel if r["case"] == c]) for c in cases]
+        auc_s = [area_under_curve([r["nsd"] for r in sel if r["case"] == c]) for c in cases]
+        out.append({"position": position, "click": "auc", "dice_mean": float(np.mean(auc_d)),
+                    "nsd_mean": float(np.mean(auc_s))})
     return out
+
+
+def _positions(rows: list[dict]) -> list[str]:
+    return list(dict.fromkeys(r.get("position", "random") for r in rows))
 
 
 def write_csv(path: Path, rows: list[dict], fields) -> Path:

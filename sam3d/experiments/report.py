@@ -32,7 +32,8 @@ def side_by_side(paper: list[dict], run: list[dict], on: list[str], metrics: lis
 
     ``paper`` and ``run`` rows hold ``on`` keys and ``metrics`` values (percent); output columns
     are ``on`` then, per metric, ``"<metric> · paper"`` and ``"<metric> · <run_label>"``. Rows
-    present on one side only keep an empty cell on the other.
+    present on one side only keep an empty cell on the other; rows keep the paper's order,
+    then the rows only this run has, in its order.
     """
     import pandas as pd
 
@@ -42,13 +43,21 @@ def side_by_side(paper: list[dict], run: list[dict], on: list[str], metrics: lis
             missing = [k for k in on if k not in row]
             if missing:
                 raise KeyError(f"a {name} row lacks the key column(s) {missing}: {row}")
-    left = pd.DataFrame([{**{k: r[k] for k in on}, **{f"{m} · paper": r.get(m) for m in metrics}}
-                         for r in paper], columns=[*on, *(f"{m} · paper" for m in metrics)])
-    right = pd.DataFrame([{**{k: r[k] for k in on}, **{f"{m} · {label}": r.get(m)
-                                                        for m in metrics}} for r in run],
-                         columns=[*on, *(f"{m} · {label}" for m in metrics)])
-    table = left.merge(right, on=on, how="outer", sort=False)
-    order = [*on]
+    def key(row: dict) -> tuple:
+        return tuple(row[k] for k in on)
+
+    measured = {key(r): r for r in run}
+    order = [key(r) for r in paper] + [key(r) for r in run if key(r) not in
+                                          {key(p) for p in paper}]
+    reported = {key(r): r for r in paper}
+    rows = []
+    for k in dict.fromkeys(order):  # paper's order first, then rows only this run has
+        row = dict(zip(on, k))
+        for m in metrics:
+            row[f"{m} · paper"] = reported.get(k, {}).get(m)
+            row[f"{m} · {label}"] = measured.get(k, {}).get(m)
+        rows.append(row)
+    columns = [*on]
     for m in metrics:
-        order += [f"{m} · paper", f"{m} · {label}"]
-    return table[order]
+        columns += [f"{m} · paper", f"{m} · {label}"]
+    return pd.DataFrame(rows, columns=columns)

@@ -33,3 +33,10 @@ def test_stamp_names_mode_device_seed_commit_and_time() -> None:
     prov = {"mode": "smoke", "device": "CPU (x86_64, 2 threads)", "seed": 0, "git_commit": "abc",
             "wall_time_s": 90.0}
     assert run_stamp(prov) == "smoke mode · CPU (x86_64, 2 threads) · seed 0 · commit abc · 1.5 min"
+
+
+def test_rows_keep_the_papers_order_then_the_runs() -> None:
+    paper = [{"m": "z", "dice": 1.0}, {"m": "a", "dice": 2.0}]
+    run = [{"m": "q", "dice": 3.0}, {"m": "a", "dice": 4.0}, {"m": "b", "dice": 5.0}]
+    table = side_by_side(paper, run, ["m"], ["dice"], "full")
+    assert list(table["m"]) == ["z", "a", "q", "b"]

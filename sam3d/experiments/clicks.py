@@ -1,0 +1,103 @@
+"""Chapter 8, the number of clicks and iterative refinement.
+
+* Clicks: the official protocol with k = 1, 3 and 10 random lesion clicks per volume (one
+  128³ box around them, ``"roi"``), beside the paper's 3DSAM-adapter rows of Table 1.
+* Refinement (not in the paper; the protocol of the CVPR 2025 interactive 3D segmentation
+  challenge, :mod:`sam3d.evaluation.protocol`): from the k = 1 prediction, up to ``refine``
+  error-driven clicks, the Dice and NSD after each, and the areas under those curves. The model
+  takes positive points only, so a click on a false positive is counted but changes nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..reference import paper_metric
+from ..reference import paper_rows as reported
+from .training import evaluate_held_out
+
+KS = (1, 3, 10)
+PROMPTS = {1: "1 pt/volume", 3: "3 pts/volume", 10: "10 pts/volume"}
+
+
+def paper_rows(dataset: str, ks=KS) -> list[dict]:
+    """The paper's 3DSAM-adapter rows of Table 1 for ``dataset``: ``{"k", "dice", "nsd"}``."""
+    ks = _check_ks(ks)
+    rows = {r["prompt"]: r for r in reported("table1") if r["method"] == "3DSAM-adapter"}
+    out = []
+    for k in ks:
+        row = rows.get(PROMPTS.get(k, ""))
+        out.append({"k": k, "dice": paper_metric(row, dataset, "dice") if row else None,
+                    "nsd": paper_metric(row, dataset, "nsd") if row else None})
+    return out
+
+
+def _check_ks(ks) -> tuple[int, ...]:
+    ks = tuple(ks)
+    if not ks or any(not isinstance(k, int) or k < 1 for k in ks):
+        raise ValueError(f"ks must be positive integers, got {ks}")
+    return ks
+
+
+def run_clicks(checkpoint: str | Path, out_dir: str | Path, *, ks=KS, refine: int = 5,
+               mode: str = "roi", seed: int = 0, data_dir: str | Path | None = None,
+               device: str = "cpu") -> dict:
+    """k-click evaluation and the refinement curve of ``checkpoint`` on its held-out split.
+
+    Returns ``{"clicks": rows (k, cases, dice, nsd in percent, ± std), "curve": rows (click,
+    dice, nsd in percent), "auc": {"dice", "nsd"} (percent), "refinement": per-case rows,
+    "per_case": rows, "seconds", "out_dir"}``.
+    """
+    ks = _check_ks(ks)
+    if not isinstance(refine, int) or not 0 <= refine <= 20:
+        raise ValueError(f"refine must be an integer in 0..20, got {refine!r}")
+    res = evaluate_held_out(checkpoint, out_dir, ks=ks, modes=(mode,), refine=refine, seed=seed,
+                            data_dir=data_dir, device=device)
+    clicks = [{"k": r["k"], "cases": r["cases"], "dice": 100 * r["dice_mean"],
+               "dice_std": 100 * r["dice_std"], "nsd": 100 * r["nsd_mean"],
+               "nsd_std": 100 * r["nsd_std"], "seconds_per_case": r["seconds_mean"]}
+              for r in res["summary"]]
+    curve, auc = [], {}
+    if refine:
+        from ..evaluation.runner import summarise_refinement
+
+        for r in summarise_refinement(res["refinement"]):
+            if r["click"] == "auc":
+                auc = {"dice": 100 * r["dice_mean"], "nsd": 100 * r["nsd_mean"]}
+            else:
+                curve.append({"click": r["click"], "dice": 100 * r["dice_mean"],
+                              "nsd": 100 * r["nsd_mean"]})
+    return {"clicks": clicks, "curve": curve, "auc": auc, "refinement": res["refinement"],
+            "per_case": res["rows"], "seconds": res["seconds"], "out_dir": Path(out_dir)}
+
+
+def click_kinds(refinement: list[dict]) -> dict[str, int]:
+    """How many refinement clicks were positive, negative (unusable) or not needed."""
+    kinds = {"positive": 0, "negative (not usable)": 0}
+    for r in refinement:
+        if r.get("next"):
+            kinds[r["next"]] = kinds.get(r["next"], 0) + 1
+    return kinds
+
+
+def plot_curve(curve: list[dict], refinement: list[dict] | None = None, title: str = ""):
+    """Mean Dice and NSD after each click (thin lines: each case's Dice). Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    if not curve:
+        raise ValueError("no refinement curve (run with refine ≥ 1)")
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), constrained_layout=True)
+    for case in sorted({r["case"] for r in refinement or []}):
+        pts = [(r["click"], 100 * r["dice"]) for r in refinement if r["case"] == case]
+        ax.plot(*zip(*pts), color="0.75", lw=0.8)
+    x = [r["click"] for r in curve]
+    ax.plot(x, [r["dice"] for r in curve], "o-", label="Dice (mean)")
+    ax.plot(x, [r["nsd"] for r in curve], "s--", label="NSD (mean)")
+    ax.set_xlabel("clicks (1 = the first random lesion click, then error-driven clicks)")
+    ax.set_ylabel("%")
+    ax.set_xticks(x)
+    ax.set_ylim(0, 100)
+    ax.legend()
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig

@@ -1,0 +1,58 @@
+"""Chapter 8 (number of clicks, refinement): the paper's rows, the k-click table and the
+refinement curve with an oracle stand-in whose scores are known by hand."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stub_eval_data import PAIR, FloodModel, fake_checkpoint, patch_model, write_cases
+
+from sam3d.evaluation.protocol import area_under_curve
+from sam3d.experiments import clicks as K
+from sam3d.experiments.report import side_by_side
+
+
+def test_paper_rows_are_the_3dsam_adapter_rows_of_table_1() -> None:
+    rows = K.paper_rows("kits")
+    assert [(r["k"], r["dice"], r["nsd"]) for r in rows] == [
+        (1, 73.78, 83.86), (3, 74.91, 84.35), (10, 75.95, 84.92)]
+    assert K.paper_rows("lits", ks=(1, 5))[1] == {"k": 5, "dice": None, "nsd": None}
+    with pytest.raises(ValueError):
+        K.paper_rows("brats")
+    with pytest.raises(ValueError):
+        K.paper_rows("kits", ks=(0,))
+
+
+def test_clicks_table_and_refinement_curve(tmp_path, monkeypatch) -> None:
+    """Two equal lesions per case; the oracle segments exactly the lesions it is clicked in.
+
+    One click finds one lesion (Dice 2/3); the first error click lands in the other (Dice 1)
+    and the curve then stays flat."""
+    data = write_cases(tmp_path / "ds", 5, lesions=PAIR)
+    ckpt = fake_checkpoint(tmp_path / "best.pt", data)
+    patch_model(monkeypatch, FloodModel(crop=16))
+    res = K.run_clicks(ckpt, tmp_path / "eval", ks=(1, 3), refine=3)
+    rows = {r["k"]: r for r in res["clicks"]}
+    assert list(rows) == [1, 3] and rows[1]["cases"] == 1
+    assert rows[1]["dice"] == pytest.approx(100 * 2 / 3)
+    assert 100 * 2 / 3 - 1e-6 <= rows[3]["dice"] <= 100 + 1e-6
+    curve = [r["dice"] for r in res["curve"]]
+    assert [r["click"] for r in res["curve"]] == [1, 2, 3, 4]
+    assert curve == pytest.approx([100 * 2 / 3, 100, 100, 100])
+    assert res["auc"]["dice"] == pytest.approx(100 * area_under_curve([2 / 3, 1, 1, 1]))
+    assert K.click_kinds(res["refinement"]) == {"positive": 1, "negative (not usable)": 0}
+    table = side_by_side(K.paper_rows("lits", ks=(1, 3)), res["clicks"], on=["k"],
+                         metrics=["dice", "nsd"], mode="smoke")
+    assert list(table["dice · paper"]) == [54.78, 56.30]
+    fig = K.plot_curve(res["curve"], res["refinement"], title="t")
+    assert len(fig.axes[0].lines) == 1 + 2  # one case, mean Dice, mean NSD
+    without = K.run_clicks(ckpt, tmp_path / "eval2", ks=(1,), refine=0)
+    assert without["curve"] == [] and without["auc"] == {}
+    with pytest.raises(ValueError, match="refine"):
+        K.run_clicks(ckpt, tmp_path / "eval3", refine=30)
+    with pytest.raises(ValueError, match="no refinement"):
+        K.plot_curve([])
