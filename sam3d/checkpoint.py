@@ -7,6 +7,13 @@ the paper's model uses only the fourth) and ``decoder_dict``.
 sam3d: ``{"format": "sam3d/1", "variant", "config", "sam_checkpoint_sha256", "state"}`` where
 ``state`` holds only the tuned tensors when the model sits on a SAM checkpoint (whose SHA-256
 is recorded; the frozen tensors come from it), else the whole state dict. Written atomically (temporary file, then rename).
+
+Supervised baselines (:mod:`sam3d.baselines.networks`, prompt-free MONAI networks trained by
+``sam3d train --set model=<name>``): ``{"format": "sam3d-baseline/1", "variant": <baseline
+name>, "size": [D, H, W], "state": <whole state dict>, "extra"}``. :func:`save_checkpoint`
+and :func:`load_checkpoint` handle both formats, so ``sam3d evaluate --mode auto`` and
+:func:`sam3d.inference.predict.load_for_inference` load either; everything is read with
+``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from .modeling import Sam3D
 from .modeling.attention import shifted_window_mask
 
 FORMAT = "sam3d/1"
+BASELINE_FORMAT = "sam3d-baseline/1"
 _UNUSED_PROMPT_KEYS = re.compile(r"positional_encoding_gaussian_matrix|.*cross_attn_token_to_image\.")
 
 
@@ -125,9 +133,22 @@ def stored_state(model: Sam3D) -> dict[str, torch.Tensor]:
     ``tiny`` model, or a random-init experiment) nothing can restore the frozen weights, so
     the whole state dict is stored.
     """
-    if model.sam_checkpoint_sha256:
+    if getattr(model, "sam_checkpoint_sha256", None):
         return {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad}
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _baseline_class():
+    from .baselines.networks import PromptFree
+
+    return PromptFree
+
+
+def model_name(model: torch.nn.Module) -> str:
+    """The registered name a checkpoint records: the variant, or the baseline's name."""
+    if isinstance(model, _baseline_class()):
+        return model.name
+    return model.config.name
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -148,7 +169,13 @@ def atomic_save(obj: Any, path: str | Path) -> None:
 
 
 def save_checkpoint(model: Sam3D, path: str | Path, extra: dict | None = None) -> None:
-    """Write the tuned weights with the variant, config and SAM checkpoint hash."""
+    """Write the tuned weights with the variant, config and SAM checkpoint hash (a
+    :class:`~sam3d.baselines.networks.PromptFree` baseline: its name, size and weights)."""
+    if isinstance(model, _baseline_class()):
+        atomic_save({"format": BASELINE_FORMAT, "variant": model.name,
+                     "size": list(model.size), "state": stored_state(model),
+                     "extra": extra or {}}, path)
+        return
     cfg = model.config
     atomic_save(
         {
@@ -172,8 +199,11 @@ def load_checkpoint(
     one). ``variant``: if given, the checkpoint must be of that variant.
     """
     ckpt = read_checkpoint_file(path)
+    if isinstance(ckpt, dict) and ckpt.get("format") == BASELINE_FORMAT:
+        return _load_baseline(ckpt, path, sam_checkpoint, variant)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a sam3d checkpoint (expected format {FORMAT!r})")
+        raise CheckpointError(f"{path} is not a sam3d checkpoint (expected format {FORMAT!r} "
+                              f"or {BASELINE_FORMAT!r})")
     for key, kind in (("variant", str), ("config", dict), ("state", dict)):
         if not isinstance(ckpt.get(key), kind):
             raise CheckpointError(f"{path} is an incomplete sam3d checkpoint: {key!r} missing")
@@ -212,4 +242,28 @@ def load_checkpoint(
     if bad:
         raise CheckpointError(f"{path}: tuned tensors do not match variant {cfg.name!r}: {bad[:5]}")
     model.load_state_dict(state, strict=False)
+    return model
+
+
+def _load_baseline(ckpt: dict, path, sam_checkpoint, variant) -> torch.nn.Module:
+    """Rebuild a supervised baseline (``sam3d-baseline/1``) and load its whole state strictly."""
+    from .baselines.networks import BASELINES
+
+    name, size, state = ckpt.get("variant"), ckpt.get("size"), ckpt.get("state")
+    if name not in BASELINES:
+        raise CheckpointError(f"{path}: unknown baseline {name!r}; known: {sorted(BASELINES)}")
+    if not (isinstance(size, (list, tuple)) and len(size) == 3) or not isinstance(state, dict):
+        raise CheckpointError(f"{path} is an incomplete baseline checkpoint (size or state)")
+    if variant is not None and name != variant:
+        raise CheckpointError(f"{path} holds baseline {name!r}, but {variant!r} was requested")
+    if sam_checkpoint is not None:
+        raise CheckpointError(f"{path} is a supervised baseline ({name}) without SAM weights; "
+                              "load it without sam_checkpoint")
+    baseline = BASELINES[name]
+    try:
+        cube = len(set(size)) == 1
+        model = baseline.engine_model(int(size[0])) if cube else baseline.model(size)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
+    _load_strict(model, state, f"{path} ({name})")
     return model

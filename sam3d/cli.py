@@ -62,8 +62,9 @@ def _train(args: argparse.Namespace) -> int:
     history = Trainer(cfg, resume=args.resume).run()
     if history:
         last = history[-1]
-        print(f"trained {cfg.name}: {len(history)} epoch(s), last val Dice {last['val_dice']:.3f}"
-              f" -> {cfg.out_dir}")
+        what = cfg.variant if cfg.model == "sam3d" else f"baseline {cfg.model}"
+        print(f"trained {cfg.name} ({what}): {len(history)} epoch(s), last val Dice "
+              f"{last['val_dice']:.3f} -> {cfg.out_dir}")
     return 0
 
 
@@ -76,13 +77,15 @@ def _evaluate(args: argparse.Namespace) -> int:
                                      args.device, data_dir=args.data)
     modes = ("roi", "sliding") if args.mode == "both" else (args.mode,)
     settings = EvalSettings(ks=tuple(args.k), modes=modes, refine=args.refine,
-                            tolerance_mm=args.tolerance, seed=args.seed)
+                            tolerance_mm=args.tolerance, seed=args.seed,
+                            position=args.position)
     res = evaluate_dataset(model, spec, args.data, args.out, settings, part=args.part,
                            ids=args.case, split_file=args.split_file, clicks=args.clicks,
                            save_masks=args.save_masks, overwrite=args.overwrite,
                            device=args.device)
     for row in res["summary"]:
-        print(f"{row['mode']:>7} k={row['k']:<2} n={row['cases']:<3} Dice {row['dice_mean']:.4f}"
+        print(f"{row['position']:>8} {row['mode']:>7} k={row['k']:<2} n={row['cases']:<3} "
+              f"Dice {row['dice_mean']:.4f}"
               f" ± {row['dice_std']:.4f}  NSD {row['nsd_mean']:.4f} ± {row['nsd_std']:.4f}")
     print(f"results: {args.out}")
     return 0
@@ -130,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", required=True,
                        help="a shipped configuration name (smoke_phantoms, kits, …) or a YAML file")
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
-                       help="override a setting, e.g. --set epochs=3 --set bf16=true")
+                       help="override a setting, e.g. --set epochs=3 --set bf16=true; "
+                       "--set model=swin_unetr|unetr|dynunet_smoke trains a supervised "
+                       "baseline with the same pipeline")
     train.add_argument("--out-dir", default=None, help="where checkpoints and metrics go")
     train.add_argument("--resume", action="store_true",
                        help="continue from out_dir/last.pt (the last complete epoch)")
@@ -148,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--k", type=int, nargs="+", default=[1, 3, 10], help="clicks per case")
     ev.add_argument("--mode", choices=("roi", "sliding", "both", "auto"), default="both",
                     help="auto: prompt-free models (whole volume, no clicks)")
+    ev.add_argument("--position", default="random",
+                    choices=("random", "centre", "adjacent", "margin"),
+                    help="where the clicks fall in the lesion: random (the official protocol) or "
+                         "the prompt-position ablation's centre / adjacent / margin")
     ev.add_argument("--refine", type=int, default=0, help="error-driven clicks after the first")
     ev.add_argument("--tolerance", type=float, default=5.0, help="NSD tolerance (mm)")
     ev.add_argument("--seed", type=int, default=0)

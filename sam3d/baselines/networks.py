@@ -21,7 +21,11 @@ the official ``(64, 160, 160)``. Note that the official baseline code rescales i
 the data pipeline's business, not this module's.
 
 :class:`PromptFree` makes any of them callable like :class:`~sam3d.modeling.Sam3D`:
-``model(volume, points)`` with the points ignored.
+``model(volume, points)`` with the points ignored. :meth:`Baseline.engine_model` builds one for
+sam3d's trainer and predictor, which sample and slide *cubic* windows: ``cube`` is the edge
+(the paper baselines: 128³, the crop of our own model, where the official baseline code uses
+64×160×160; the smoke DynUNet: 64³). ``sam3d train --set model=<name>`` trains it with the
+data pipeline, loss and optimiser of our model (:mod:`sam3d.engine`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from monai.networks.nets import UNETR, DynUNet, SwinUNETR
 from torch import nn
 
 Crop = tuple[int, int, int]
+#: parameter-name fragments of modules MONAI builds but the network never calls
+UNUSED_PARAMETERS = ("norm_cross_attn",)
 PAPER_CROP: Crop = (64, 160, 160)
 SMOKE_CROP: Crop = (64, 64, 64)
 
@@ -56,7 +62,8 @@ class Baseline:
     ``crop``: default training crop (D, H, W); ``divisor``: every input size must be a
     multiple of it; ``fixed_size``: the network only accepts its build crop (learned
     positional embeddings); ``paper``/``paper_params_m``: the Table 1 row and its tuned
-    parameter count in millions (None when the network is not in Table 1).
+    parameter count in millions (None when the network is not in Table 1); ``cube``: the
+    default edge of the cubic crop sam3d's engine trains it on (:meth:`engine_model`).
     """
 
     name: str
@@ -69,9 +76,11 @@ class Baseline:
     out_channels: int = 2
     paper: str | None = None
     paper_params_m: float | None = None
+    cube: int = 128
 
     def __post_init__(self):
         object.__setattr__(self, "crop", _crop(self.crop))
+        self.check_size((self.cube,) * 3)
         if self.divisor < 1:
             raise ValueError(f"divisor must be ≥ 1, got {self.divisor}")
         if self.in_channels < 1 or self.out_channels < 2:
@@ -98,13 +107,32 @@ class Baseline:
                           in_channels=self.in_channels, divisor=self.divisor,
                           fixed_size=self.fixed_size)
 
+    def engine_model(self, cube: int | None = None) -> PromptFree:
+        """:meth:`model` on a ``cube``³ crop (default :attr:`cube`) for sam3d's trainer and
+        predictor (``.crop`` is then the int edge, as :class:`~sam3d.modeling.Sam3D`'s).
+
+        Parameters the network builds but never uses (MONAI UNETR's cross-attention norms)
+        are frozen, so every trainable parameter gets a gradient (plain DDP works).
+        """
+        cube = self.cube if cube is None else cube
+        if isinstance(cube, bool) or not isinstance(cube, int) or cube < 1:
+            raise ValueError(f"{self.name}: cube must be a positive integer, got {cube!r}")
+        model = self.model((cube,) * 3)
+        for name, param in model.named_parameters():
+            if any(unused in name for unused in UNUSED_PARAMETERS):
+                param.requires_grad_(False)
+        return model
+
 
 class PromptFree(nn.Module):
     """Wraps a prompt-free segmentation network so it is called like our model.
 
     ``forward(volume B×C×D×H×W, points=None) -> logits B×out×D×H×W``: the points (``B×N×3``
     or anything else) are ignored; of the C input channels (3 in our pipeline, the CT
-    repeated) the first ``in_channels`` are used. ``.name`` and ``.crop`` describe it.
+    repeated) the first ``in_channels`` are used. ``.name`` and ``.size`` (D, H, W) describe
+    it; ``.crop`` is the int edge when ``size`` is a cube (the convention of
+    :class:`~sam3d.modeling.Sam3D`, which the trainer and predictor rely on), else ``size``.
+    ``bf16 = True`` autocasts the forward to bfloat16 (the logits are returned as float32).
     """
 
     def __init__(self, net: nn.Module, *, name: str, crop, in_channels: int = 1,
@@ -118,10 +146,15 @@ class PromptFree(nn.Module):
             raise ValueError("in_channels and divisor must be ≥ 1")
         self.net = net
         self.name = name
-        self.crop = _crop(crop)
+        self.size = _crop(crop)
         self.in_channels = in_channels
         self.divisor = divisor
         self.fixed_size = fixed_size
+        self.bf16 = False
+
+    @property
+    def crop(self) -> int | Crop:
+        return self.size[0] if len(set(self.size)) == 1 else self.size
 
     def forward(self, volume: torch.Tensor, points: torch.Tensor | None = None) -> torch.Tensor:
         if volume.ndim != 5:
@@ -130,12 +163,15 @@ class PromptFree(nn.Module):
             raise ValueError(f"{self.name}: needs {self.in_channels} channel(s), got "
                              f"{volume.shape[1]}")
         size = tuple(volume.shape[2:])
-        if self.fixed_size and size != self.crop:
-            raise ValueError(f"{self.name} was built for {self.crop} and takes only that size, "
+        if self.fixed_size and size != self.size:
+            raise ValueError(f"{self.name} was built for {self.size} and takes only that size, "
                              f"got {size}")
         if any(s % self.divisor for s in size):
             raise ValueError(f"{self.name}: sizes must be multiples of {self.divisor}, got {size}")
-        return self.net(volume[:, : self.in_channels])
+        if not self.bf16:
+            return self.net(volume[:, : self.in_channels])
+        with torch.autocast(volume.device.type, dtype=torch.bfloat16):
+            return self.net(volume[:, : self.in_channels]).float()
 
 
 def _swin_unetr(crop: Crop, cin: int, cout: int) -> nn.Module:
@@ -171,7 +207,7 @@ BASELINES: dict[str, Baseline] = {
                  "SMOKE STAND-IN, NOT A PAPER BASELINE: a tiny MONAI DynUNet (8–64 filters) "
                  "for CPU tests of the baseline plumbing; nnU-Net's row comes from nnU-Net "
                  "itself (sam3d.baselines.nnunet)",
-                 SMOKE_CROP, _dynunet_smoke, divisor=8),
+                 SMOKE_CROP, _dynunet_smoke, divisor=8, cube=64),
     )
 }
 

@@ -14,8 +14,12 @@ from pathlib import Path
 
 import yaml
 
+from ..baselines.networks import BASELINES
 from ..config import CONFIGS, TUNING_POLICIES
 from ..data.specs import SPECS
+
+#: what ``TrainConfig.model`` may name: our model, or a supervised baseline
+MODELS = ("sam3d", *BASELINES)
 
 
 class ConfigError(ValueError):
@@ -29,7 +33,12 @@ class TrainConfig:
     Data: ``dataset`` (a registered spec), ``data_dir`` (prepared folder), ``split_file`` /
     ``fold``, ``phantoms`` (> 0: generate that many phantoms into ``data_dir`` first, with
     ``phantom_difficulty`` and ``phantom_shape``), ``cache_dir`` (MONAI PersistentDataset).
-    Model: ``variant``, ``sam_checkpoint``, ``tuning`` (None: the variant's policy).
+    Model: ``model`` ("sam3d", or a supervised baseline of
+    :data:`sam3d.baselines.networks.BASELINES`: swin_unetr, unetr, dynunet_smoke — prompt-free,
+    trained with the same data pipeline, loss and optimiser, one parameter group; ``variant``,
+    ``sam_checkpoint`` and ``tuning`` are then unused), ``crop`` (a baseline's cubic crop edge;
+    None: its default ``cube``; must stay None for sam3d, whose variant fixes the crop),
+    ``variant``, ``sam_checkpoint``, ``tuning`` (None: the variant's policy).
     Recipe: ``epochs``, ``batch_size``, ``lr`` (every group), ``lr_end_factor`` (linear decay
     over the run, stepped per epoch), ``weight_decay``, ``grad_clip`` (max-norm per group),
     ``lambda_dice``/``lambda_ce``, training clicks ``train_lesion_clicks`` +
@@ -49,6 +58,8 @@ class TrainConfig:
     phantom_difficulty: float = 0.5
     phantom_shape: tuple[int, int, int] = (96, 96, 64)
     cache_dir: str | None = None
+    model: str = "sam3d"
+    crop: int | None = None
     variant: str = "vit_b"
     sam_checkpoint: str | None = None
     tuning: str | None = None
@@ -82,6 +93,21 @@ class TrainConfig:
 
         need(self.dataset in SPECS, f"dataset {self.dataset!r} unknown; known: {sorted(SPECS)}")
         need(self.variant in CONFIGS, f"variant {self.variant!r} unknown; known: {sorted(CONFIGS)}")
+        need(self.model in MODELS, f"model {self.model!r} unknown; known: {list(MODELS)}")
+        if self.model == "sam3d":
+            need(self.crop is None, "crop is set by the sam3d variant; leave crop null (it is "
+                 "for the supervised baselines)")
+        else:
+            need(not self.grad_checkpointing,
+                 f"grad_checkpointing is for the sam3d model, not the {self.model} baseline")
+            need(self.crop is None or (isinstance(self.crop, int)
+                                       and not isinstance(self.crop, bool) and self.crop >= 8),
+                 f"crop must be an integer ≥ 8 or null, got {self.crop!r}")
+            if self.crop is not None:
+                try:
+                    BASELINES[self.model].check_size((self.crop,) * 3)
+                except ValueError as exc:
+                    raise ConfigError(str(exc)) from None
         need(self.tuning is None or self.tuning in TUNING_POLICIES,
              f"tuning {self.tuning!r} unknown; known: {sorted(TUNING_POLICIES)}")
         for key in ("epochs", "batch_size", "val_every", "val_clicks"):

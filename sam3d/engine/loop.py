@@ -22,6 +22,7 @@ from monai.metrics import compute_dice
 from monai.utils import set_determinism
 from torch.utils.data import DistributedSampler, RandomSampler
 
+from ..baselines.networks import BASELINES
 from ..build import build_sam3d
 from ..data.clicks import case_rng, random_clicks, training_clicks, validation_clicks
 from ..data.layout import read_index
@@ -109,6 +110,10 @@ class Trainer:
 
     def _model(self):
         cfg = self.cfg
+        if cfg.model != "sam3d":  # a supervised baseline: prompt-free, cubic crop
+            model = BASELINES[cfg.model].engine_model(cfg.crop)
+            model.bf16 = cfg.bf16
+            return model.to(self.device)
         overrides = {"tuning": cfg.tuning} if cfg.tuning else {}
         model = build_sam3d(cfg.variant, sam_checkpoint=cfg.sam_checkpoint, **overrides)
         model.grad_checkpointing = cfg.grad_checkpointing

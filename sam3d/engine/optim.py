@@ -4,7 +4,8 @@ Official (spec §4.4): AdamW (weight decay 0) with lr 4e-4 on each of the tuned 
 parameters, the prompt encoder(s) and the decoder; ``LinearLR`` from 1.0 to 0.01 over the run,
 stepped once per epoch; gradient max-norm 1.0 clipped separately per group. The official code
 uses three optimisers; one AdamW with three parameter groups is the same update (Adam state is
-per parameter), and keeps one state to checkpoint.
+per parameter), and keeps one state to checkpoint. A supervised baseline has one group with
+the same settings.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ GROUPS = ("encoder", "prompt", "decoder")
 
 
 def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """Trainable parameters of a :class:`~sam3d.modeling.sam3d.Sam3D` by group."""
+    """Trainable parameters of a :class:`~sam3d.modeling.sam3d.Sam3D` by group; any other
+    network (a supervised baseline) is one group, ``"network"``."""
+    if not hasattr(model, "image_encoder"):
+        groups = {"network": [p for p in model.parameters() if p.requires_grad]}
+        if not groups["network"]:
+            raise ValueError("the model has no trainable parameters")
+        return groups
     groups = {
         "encoder": [p for p in model.image_encoder.parameters() if p.requires_grad],
         "prompt": [p for p in model.prompt_encoders.parameters() if p.requires_grad],

@@ -1,4 +1,5 @@
-"""Training checkpoints: the model (sam3d checkpoint format) plus everything to resume.
+"""Training checkpoints: the model (sam3d checkpoint format, or the baseline format for a
+supervised baseline) plus everything to resume.
 
 ``last.pt`` is written after every epoch and ``best.pt`` when the validation loss improves,
 each atomically (temporary file, then rename: a crash never leaves a corrupt file). Both load
@@ -12,7 +13,13 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import CheckpointError, read_checkpoint_file, save_checkpoint, stored_state
+from ..checkpoint import (
+    CheckpointError,
+    model_name,
+    read_checkpoint_file,
+    save_checkpoint,
+    stored_state,
+)
 
 TRAIN_FORMAT = "sam3d-train/1"
 
@@ -34,9 +41,13 @@ def load_training_state(path: str | Path, model, optimizer, scheduler) -> dict:
     train = (ckpt.get("extra") or {}).get("train") if isinstance(ckpt, dict) else None
     if not isinstance(train, dict) or train.get("format") != TRAIN_FORMAT:
         raise CheckpointError(f"{path} is not a sam3d training checkpoint (nothing to resume)")
-    if ckpt.get("variant") != model.config.name:
+    if ckpt.get("variant") != model_name(model):
         raise CheckpointError(f"{path} holds variant {ckpt.get('variant')!r}, the run builds "
-                              f"{model.config.name!r}")
+                              f"{model_name(model)!r}")
+    size = getattr(model, "size", None)  # a baseline: the crop it was built for
+    if size is not None and tuple(ckpt.get("size") or ()) != tuple(size):
+        raise CheckpointError(f"{path} was trained on crop {ckpt.get('size')}, the run builds "
+                              f"{list(size)}")
     want = stored_state(model)
     state = ckpt["state"]
     if set(want) != set(state) or any(state[k].shape != want[k].shape for k in want):

@@ -47,7 +47,7 @@ def test_registry() -> None:
 def test_forward_shape_and_gradients(name) -> None:
     torch.manual_seed(0)
     model = build_baseline(name, crop=SMALL[name])
-    assert isinstance(model, PromptFree) and model.name == name and model.crop == SMALL[name]
+    assert isinstance(model, PromptFree) and model.name == name and model.size == SMALL[name]
     volume = torch.randn(1, 3, *SMALL[name])  # 3 channels, as our pipeline feeds Sam3D
     points = torch.randint(0, 32, (1, 10, 3)).float()
     logits = model(volume, points)
@@ -112,3 +112,29 @@ def test_parameter_counts() -> None:
                  if "norm_cross_attn" in n)
     assert unused == 12 * 2 * 768
     assert counts["dynunet_smoke"] < 1_000_000
+
+
+def test_engine_model_is_a_cube_with_only_used_parameters_trainable() -> None:
+    model = BASELINES["dynunet_smoke"].engine_model()
+    assert model.size == (64, 64, 64) and model.crop == 64  # int edge, as Sam3D.crop
+    assert BASELINES["dynunet_smoke"].engine_model(32).crop == 32
+    assert build_baseline("swin_unetr", crop=(64, 32, 32)).crop == (64, 32, 32)
+    assert BASELINES["swin_unetr"].cube == BASELINES["unetr"].cube == 128
+    with torch.device("meta"):
+        unetr = BASELINES["unetr"].engine_model(32)
+    frozen = [n for n, p in unetr.named_parameters() if not p.requires_grad]
+    assert frozen and all("norm_cross_attn" in n for n in frozen)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        BASELINES["dynunet_smoke"].engine_model(60)
+    with pytest.raises(ValueError, match="positive integer"):
+        BASELINES["dynunet_smoke"].engine_model(0)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        Baseline("x", "d", (8, 8, 8), lambda c, i, o: nn.Identity(), divisor=8, cube=12)
+
+
+def test_bf16_autocast_returns_float32_logits() -> None:
+    model = build_baseline("dynunet_smoke", crop=(32, 32, 32)).eval()
+    model.bf16 = True
+    with torch.no_grad():
+        logits = model(torch.randn(1, 1, 32, 32, 32))
+    assert logits.dtype == torch.float32 and logits.shape == (1, 2, 32, 32, 32)

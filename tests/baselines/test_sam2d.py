@@ -190,17 +190,30 @@ def test_evaluate_case_scores_each_k_in_d_h_w(tmp_path) -> None:
 
 @pytest.mark.slow
 def test_mobile_sam_on_lits117_one_point_per_slice() -> None:
-    from sam3d.baselines.weights import build_sam_from_checkpoint, fetch_mobile_sam
+    """The real MobileSAM on LiTS 117, k = 1 (and 3, 10: each slice is embedded once for all).
+
+    Always computed afresh (``refresh=True``) and stored in the content-keyed cache under
+    ``outputs/sam2d``, where the Table 1 chapter finds it instead of paying ~5 minutes again.
+    """
+    from sam3d.baselines.sam2d_cache import cached_evaluate_case
+    from sam3d.baselines.weights import fetch_mobile_sam
 
     samples = REPO / "data" / "samples"
     if not (samples / "dataset.json").is_file():
         pytest.skip("sample data absent: python data_scripts/fetch_samples.py --out data/samples")
     entry = read_index(samples).cases["lits117"]
-    sam = build_sam_from_checkpoint(fetch_mobile_sam(REPO / "data" / "weights"))
+    weights = fetch_mobile_sam(REPO / "data" / "weights")
     start = time.perf_counter()
-    (row,) = evaluate_case(sam, entry, ks=(1,), seed=0)
-    print(f"\nMobileSAM LiTS 117 k=1: Dice {row['dice']:.4f} NSD {row['nsd']:.4f} "
-          f"{row['lesion_slices']} slices {time.perf_counter() - start:.1f} s")
-    assert row["lesion_slices"] == int(to_dhw(np.asarray(nib.load(entry.label).dataobj) == 2)
-                                       .any(axis=(1, 2)).sum())
-    assert row["dice"] > 0.2 and row["nsd"] > 0.2
+    res = cached_evaluate_case(weights, entry, ks=(1, 3, 10), seed=0,
+                               root=REPO / "outputs" / "sam2d", refresh=True)
+    assert not res["cached"] and res["path"].is_file()
+    rows = {r["k"]: r for r in res["rows"]}
+    for k, row in rows.items():
+        print(f"\nMobileSAM LiTS 117 k={k}: Dice {row['dice']:.4f} NSD {row['nsd']:.4f} "
+              f"{row['lesion_slices']} slices")
+    print(f"total {time.perf_counter() - start:.1f} s")
+    lesion_slices = int(to_dhw(np.asarray(nib.load(entry.label).dataobj) == 2)
+                        .any(axis=(1, 2)).sum())
+    assert all(r["lesion_slices"] == lesion_slices for r in rows.values())
+    assert rows[1]["dice"] > 0.2 and rows[1]["nsd"] > 0.2
+    assert all(0.2 < r["dice"] <= 1 and 0.2 < r["nsd"] <= 1 for r in rows.values())

@@ -1,0 +1,72 @@
+"""Compute the SAM 2D slice-wise baseline once per content, reuse it everywhere.
+
+The MobileSAM run on a real case costs minutes on a CPU (one 1024² image embedding per lesion
+slice). :func:`cached_evaluate_case` keys the result by *content* — the SHA-256 of the SAM
+weights, of the case's image and label files, the case id, the image encoder, the ``ks``, the
+seed, the HU window and the NSD tolerance — and keeps it as JSON in
+``root/<case>-<key>.json``. Any changed input gives a new key, so a stale result is never
+mistaken for a current one; ``refresh=True`` recomputes and overwrites the entry of the same
+key (the slow test does this, so the book chapter run after it in CI reuses fresh numbers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..build import sha256_file
+from ..viz import ABDOMEN_WINDOW
+
+__all__ = ["cache_key", "cached_evaluate_case"]
+
+CACHE_FORMAT = "sam3d-sam2d/1"
+
+
+def cache_key(weights_sha256: str, case_entry, ks: Sequence[int], seed: int,
+              encoder: str = "tiny_vit", window: Sequence[float] = ABDOMEN_WINDOW,
+              tolerance_mm: float = 5.0) -> str:
+    """12 hex digits of everything the baseline's numbers depend on."""
+    doc = {"format": CACHE_FORMAT, "weights": weights_sha256, "encoder": encoder,
+           "case": case_entry.case_id, "image": sha256_file(case_entry.image),
+           "label": sha256_file(case_entry.label), "target": int(case_entry.target),
+           "ks": [int(k) for k in ks], "seed": int(seed),
+           "window": [float(w) for w in window], "tolerance_mm": float(tolerance_mm)}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def cached_evaluate_case(weights: str | Path, case_entry, ks: Sequence[int] = (1, 3, 10),
+                         seed: int = 0, root: str | Path = "outputs/sam2d",
+                         encoder: str = "tiny_vit", window: Sequence[float] = ABDOMEN_WINDOW,
+                         tolerance_mm: float = 5.0, refresh: bool = False) -> dict:
+    """:func:`sam3d.baselines.sam2d.evaluate_case` of the SAM checkpoint ``weights`` (``encoder``
+    "tiny_vit" for MobileSAM, "vit_b" for SAM ViT-B) on ``case_entry``, cached by content.
+
+    Returns ``{"rows": [...one per k...], "cached": bool, "path": Path, "key": str}``;
+    ``cached`` says whether the rows came from an earlier run.
+    """
+    from .sam2d import evaluate_case
+    from .weights import build_sam_from_checkpoint
+
+    weights = Path(weights)
+    if not weights.is_file():
+        raise FileNotFoundError(f"SAM checkpoint not found: {weights}")
+    ks = [int(k) for k in ks]
+    key = cache_key(sha256_file(weights), case_entry, ks, seed, encoder, window, tolerance_mm)
+    path = Path(root) / f"{case_entry.case_id}-{key}.json"
+    if path.is_file() and not refresh:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if doc.get("format") == CACHE_FORMAT and doc.get("key") == key:
+            return {"rows": doc["rows"], "cached": True, "path": path, "key": key}
+    sam = build_sam_from_checkpoint(weights, encoder)
+    rows = evaluate_case(sam, case_entry, ks=ks, seed=seed, window=window,
+                         tolerance_mm=tolerance_mm)
+    doc = {"format": CACHE_FORMAT, "key": key, "weights": str(weights), "encoder": encoder,
+           "rows": rows}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return {"rows": rows, "cached": False, "path": path, "key": key}
