@@ -73,16 +73,29 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .evaluation.runner import evaluate_dataset
     from .inference.predict import load_for_inference
 
+    from .checkpoint import read_checkpoint_file
+
     model, spec = load_for_inference(args.checkpoint, args.sam_checkpoint, args.dataset,
                                      args.device, data_dir=args.data)
     modes = ("roi", "sliding") if args.mode == "both" else (args.mode,)
+    prompt_free = not getattr(getattr(model, "config", None), "prompt_levels", ())
+    if prompt_free and args.mode != "auto":
+        raise ValueError(f"{args.checkpoint} holds a prompt-free model (it cannot use clicks): "
+                         "evaluate it with --mode auto")
+    if not prompt_free and args.mode == "auto":
+        raise ValueError(f"{args.checkpoint} holds a click-prompted model: use --mode roi, "
+                         "sliding or both")
+    # the seeded split must be the training run's, or a test case may be a training case
+    trained = ((read_checkpoint_file(args.checkpoint).get("extra") or {}).get("train")
+               or {}).get("config") or {}
+    split_seed = args.split_seed if args.split_seed is not None else trained.get("seed")
     settings = EvalSettings(ks=tuple(args.k), modes=modes, refine=args.refine,
                             tolerance_mm=args.tolerance, seed=args.seed,
                             position=args.position)
     res = evaluate_dataset(model, spec, args.data, args.out, settings, part=args.part,
                            ids=args.case, split_file=args.split_file, clicks=args.clicks,
                            save_masks=args.save_masks, overwrite=args.overwrite,
-                           device=args.device)
+                           device=args.device, split_seed=split_seed)
     for row in res["summary"]:
         print(f"{row['position']:>8} {row['mode']:>7} k={row['k']:<2} n={row['cases']:<3} "
               f"Dice {row['dice_mean']:.4f}"
@@ -159,7 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "the prompt-position ablation's centre / adjacent / margin")
     ev.add_argument("--refine", type=int, default=0, help="error-driven clicks after the first")
     ev.add_argument("--tolerance", type=float, default=5.0, help="NSD tolerance (mm)")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--seed", type=int, default=0, help="seed of the test clicks")
+    ev.add_argument("--split-seed", type=int, default=None,
+                    help="seed of the 70/10/20 split for datasets without an official one "
+                         "(default: the training run's, read from the checkpoint)")
     ev.add_argument("--clicks", default=None, help="replay the clicks of an earlier clicks.json")
     ev.add_argument("--save-masks", action="store_true")
     ev.add_argument("--overwrite", action="store_true")

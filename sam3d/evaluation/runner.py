@@ -35,15 +35,21 @@ def evaluate_dataset(model, spec: DatasetSpec, data_dir: str | Path, out_dir: st
                      settings: EvalSettings, *, part: str = "test", ids: list[str] | None = None,
                      split_file: str | Path | None = None, clicks: str | Path | None = None,
                      save_masks: bool = False, overwrite: bool = False, device="cpu",
-                     progress: bool = True) -> dict:
-    """Run :func:`evaluate_case` over a split; returns the summary rows and file paths."""
+                     progress: bool = True, split_seed: int | None = None) -> dict:
+    """Run :func:`evaluate_case` over a split; returns the summary rows and file paths.
+
+    The split is ``ids``, else ``split_file``, else the official fold, else the seeded split of
+    :func:`~sam3d.data.splits.resolve_split` with ``split_seed`` — give the *training* run's
+    seed there (the CLI reads it from the checkpoint), or a test case may be one the model was
+    trained on. ``None`` falls back to ``settings.seed`` (the click seed).
+    """
     out = Path(out_dir)
     if (out / "per_case.csv").exists() and not overwrite:
         raise FileExistsError(f"{out} already holds results; choose another folder or overwrite")
     index = read_index(data_dir)
     if ids is None:
-        ids = resolve_split(spec.name, index.case_ids(), split_file=split_file,
-                            seed=settings.seed)[part]
+        seed = settings.seed if split_seed is None else split_seed
+        ids = resolve_split(spec.name, index.case_ids(), split_file=split_file, seed=seed)[part]
     unknown = [i for i in ids if i not in index.cases]
     if unknown:
         raise KeyError(f"{index.root}: unknown case(s) {unknown[:5]}")

@@ -63,6 +63,12 @@ def test_train_then_evaluate_auto_with_the_cli(tmp_path, capsys) -> None:
     assert rows and all(r["mode"] == "auto" and r["k"] == "0" for r in rows)
     assert all(0.0 <= float(r["dice"]) <= 1.0 for r in rows)
 
+    # clicks would be silently ignored by a prompt-free model: refused, nothing written
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(out / "last.pt"), "--data",
+                 str(tmp_path / "ph"), "--mode", "roi", "--out", str(tmp_path / "eval2")]) == 2
+    assert "prompt-free" in capsys.readouterr().err and not (tmp_path / "eval2").exists()
+
 
 def test_baseline_checkpoint_round_trip_and_refusals(tmp_path) -> None:
     torch.manual_seed(0)
