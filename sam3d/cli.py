@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from .config import CONFIGS
 
@@ -78,7 +79,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     model, spec = load_for_inference(args.checkpoint, args.sam_checkpoint, args.dataset,
                                      args.device, data_dir=args.data)
     modes = ("roi", "sliding") if args.mode == "both" else (args.mode,)
-    prompt_free = not getattr(getattr(model, "config", None), "prompt_levels", ())
+    from .baselines.networks import PromptFree
+
+    config = getattr(model, "config", None)
+    prompt_free = isinstance(model, PromptFree) or (config is not None
+                                                    and not config.prompt_levels)
     if prompt_free and args.mode != "auto":
         raise ValueError(f"{args.checkpoint} holds a prompt-free model (it cannot use clicks): "
                          "evaluate it with --mode auto")
@@ -86,8 +91,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.checkpoint} holds a click-prompted model: use --mode roi, "
                          "sliding or both")
     # the seeded split must be the training run's, or a test case may be a training case
-    trained = ((read_checkpoint_file(args.checkpoint).get("extra") or {}).get("train")
-               or {}).get("config") or {}
+    extra = (read_checkpoint_file(args.checkpoint).get("extra") or {}) \
+        if Path(args.checkpoint).is_file() else {}
+    trained = (extra.get("train") or {}).get("config") or {}
     split_seed = args.split_seed if args.split_seed is not None else trained.get("seed")
     settings = EvalSettings(ks=tuple(args.k), modes=modes, refine=args.refine,
                             tolerance_mm=args.tolerance, seed=args.seed,
