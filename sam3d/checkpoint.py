@@ -58,6 +58,14 @@ def read_checkpoint_file(path: str | Path) -> Any:
         ) from exc
 
 
+def recorded_training_config(ckpt: object) -> dict:
+    """The training configuration a training checkpoint (as read by
+    :func:`read_checkpoint_file`) recorded under ``extra.train.config``; ``{}`` when none."""
+    extra = (ckpt.get("extra") or {}) if isinstance(ckpt, dict) else {}
+    config = (extra.get("train") or {}).get("config") if isinstance(extra, dict) else None
+    return config if isinstance(config, dict) else {}
+
+
 def _load_strict(module: torch.nn.Module, state: dict, what: str) -> None:
     own = module.state_dict()
     missing = [k for k in own if k not in state]

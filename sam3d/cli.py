@@ -70,11 +70,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from .checkpoint import read_checkpoint_file, recorded_training_config
     from .evaluation.protocol import EvalSettings
     from .evaluation.runner import evaluate_dataset
     from .inference.predict import load_for_inference
-
-    from .checkpoint import read_checkpoint_file
 
     model, spec = load_for_inference(args.checkpoint, args.sam_checkpoint, args.dataset,
                                      args.device, data_dir=args.data)
@@ -91,9 +90,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.checkpoint} holds a click-prompted model: use --mode roi, "
                          "sliding or both")
     # the seeded split must be the training run's, or a test case may be a training case
-    extra = (read_checkpoint_file(args.checkpoint).get("extra") or {}) \
+    trained = recorded_training_config(read_checkpoint_file(args.checkpoint)) \
         if Path(args.checkpoint).is_file() else {}
-    trained = (extra.get("train") or {}).get("config") or {}
     split_seed = args.split_seed if args.split_seed is not None else trained.get("seed")
     settings = EvalSettings(ks=tuple(args.k), modes=modes, refine=args.refine,
                             tolerance_mm=args.tolerance, seed=args.seed,

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..checkpoint import CheckpointError, read_checkpoint_file
+from ..checkpoint import CheckpointError, read_checkpoint_file, recorded_training_config
 from ..config import CONFIGS
 from ..data.layout import read_index
 from ..data.splits import resolve_split
@@ -115,10 +115,8 @@ def smoke_model(config: str = SMOKE_CONFIG, overrides=None, root: str | Path = R
 
 def checkpoint_config(checkpoint: str | Path) -> TrainConfig:
     """The training configuration recorded in a sam3d training checkpoint."""
-    ckpt = read_checkpoint_file(checkpoint)
-    raw = (((ckpt.get("extra") or {}) if isinstance(ckpt, dict) else {}).get("train") or {}).get(
-        "config")
-    if not isinstance(raw, dict):
+    raw = recorded_training_config(read_checkpoint_file(checkpoint))
+    if not raw:
         raise CheckpointError(f"{checkpoint}: no training configuration recorded (not a training "
                          "checkpoint)")
     known = {f.name for f in dataclasses.fields(TrainConfig)}

@@ -20,7 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import CheckpointError, load_checkpoint, read_checkpoint_file
+from ..checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_checkpoint_file,
+    recorded_training_config,
+)
 from ..data.clicks import check_clicks
 from ..data.io import Volume, load_volume
 from ..data.specs import DatasetSpec, get_spec
@@ -51,10 +56,11 @@ def load_for_inference(checkpoint: str | Path, sam_checkpoint: str | Path | None
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     model = load_checkpoint(path, sam_checkpoint=sam_checkpoint)
-    extra = read_checkpoint_file(path).get("extra") or {}
+    ckpt = read_checkpoint_file(path)
+    extra = ckpt.get("extra") or {}
     named = dataset is not None  # the user's choice overrides the recorded constants
     if dataset is None:
-        dataset = ((extra.get("train") or {}).get("config") or {}).get("dataset")
+        dataset = recorded_training_config(ckpt).get("dataset")
     fallback = get_spec(dataset) if dataset else None
     if named and fallback is not None and fallback.has_statistics:
         return model.to(device).eval(), fallback
