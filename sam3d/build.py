@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,16 +9,8 @@ from pathlib import Path
 import torch
 
 from .config import TUNING_POLICIES, Sam3DConfig, get_config
+from .hashing import sha256_file  # re-exported: sam3d.build.sha256_file
 from .modeling import ImageEncoder3D, MaskDecoder3D, PromptEncoder3D, Sam3D
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def apply_tuning_policy(model: Sam3D, policy: str) -> None:

@@ -5,11 +5,12 @@
 to ``dest``. ``safe_extract`` unpacks a tar or zip archive member by member, refusing anything
 that could write outside the target folder (absolute paths, ``..``, links, devices, fifos),
 into a temporary sibling folder that is moved into place only when complete.
+``load_checksums`` reads a mirror operator's ``sam3d-checksums/1`` file of SHA-256s.
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
 import os
 import re
 import shutil
@@ -23,27 +24,48 @@ from collections.abc import Iterable
 from http.client import HTTPException
 from pathlib import Path, PurePosixPath
 
-from ..build import sha256_file
+from ..hashing import hash_file  # re-exported: sam3d.data.download.hash_file
 
 USER_AGENT = "sam3d-data/1 (+https://arxiv.org/abs/2306.13465)"
+CHECKSUMS_FORMAT = "sam3d-checksums/1"
 
 
 class DownloadError(RuntimeError):
     """A download, checksum or extraction failed (the message says which file and why)."""
 
 
-def hash_file(path: str | Path, algo: str = "sha256") -> str:
-    """Hex digest of a file, ``algo`` = ``"md5"`` or ``"sha256"``."""
-    algo = algo.lower()
-    if algo == "sha256":
-        return sha256_file(path)
-    if algo != "md5":
-        raise ValueError(f"unsupported hash algorithm {algo!r} (use 'md5' or 'sha256')")
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+def load_checksums(path: str | Path) -> dict[str, str]:
+    """Read a ``sam3d-checksums/1`` file: ``{remote path: lower-case SHA-256 hex}``.
+
+    The file, given by a mirror's operator for a mirror that re-packs the files, is
+    ``{"format": "sam3d-checksums/1", "sha256": {"Task07_Pancreas.tar": "<64 hex>", ...}}``;
+    keys are ``RemoteFile.path`` formatted (``master_00013.nii.gz``; a leading ``/`` is
+    dropped).
+
+    Raises:
+        ValueError: unreadable, not JSON, wrong format, or an entry that is not 64 hex digits
+            (a one-line message naming the file).
+    """
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read checksums file ({exc.__class__.__name__}: "
+                         f"{exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != CHECKSUMS_FORMAT:
+        raise ValueError(f"{path}: not a checksums file (\"format\" must be "
+                         f"\"{CHECKSUMS_FORMAT}\")")
+    table = doc.get("sha256")
+    if not isinstance(table, dict) or not table:
+        raise ValueError(f"{path}: \"sha256\" must be a non-empty object "
+                         "{\"<remote path>\": \"<hex>\"}")
+    out: dict[str, str] = {}
+    for key, value in table.items():
+        if not isinstance(value, str) or re.fullmatch(r"[0-9a-fA-F]{64}", value) is None:
+            raise ValueError(f"{path}: entry {key!r} is not a SHA-256 (64 hex digits): "
+                             f"{value!r}")
+        out[key.lstrip("/")] = value.lower()
+    return out
 
 
 def _expected(md5: str | None, sha256: str | None) -> tuple[str, str] | None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..build import sha256_file
+from ..hashing import sha256_file
 from .layout import INDEX, LayoutError, case_record, read_index, write_index
 
 

@@ -7,6 +7,12 @@ paths. Raw files land in ``<raw_root>/<name>/``; archives are unpacked there wit
 :func:`~sam3d.data.download.safe_extract`. ``sam3d.data.prepare`` converts the raw layout to the
 project's common layout (``sam3d.data.layout``).
 
+A mirror that re-packs the files (so the published md5s no longer match) comes with a local
+checksums file from its operator, ``{"format": "sam3d-checksums/1", "sha256": {"<remote path>":
+"<hex>"}}`` keyed by ``RemoteFile.path`` formatted (``Task07_Pancreas.tar``,
+``master_00013.nii.gz``): :func:`~sam3d.data.download.load_checksums` reads it and
+``download_dataset(..., checksums=...)`` verifies every file with its SHA-256 instead.
+
 Case ids are those of the official 3DSAM-adapter split files (``shared/paper/splits``):
 ``case_00013`` (KiTS21), ``volume-97`` (LiTS17), ``pancreas_299`` (MSD Task07), ``colon_008``
 (MSD Task10).
@@ -21,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from .download import DownloadError, download_file, extracted_marker, safe_extract
+from .download import (CHECKSUMS_FORMAT, DownloadError, download_file, extracted_marker,
+                       load_checksums, safe_extract)
 
 MSD_HOST = "https://msd-for-monai.s3-us-west-2.amazonaws.com"
 KITS_IMAGING_HOST = "https://kits19.sfo2.digitaloceanspaces.com"
@@ -211,42 +218,63 @@ def parse_cases(text: str) -> list[int]:
     return sorted(numbers)
 
 
+def _planned(source: DatasetSource, dataset_dir: Path, numbers: list[int] | None
+             ) -> list[tuple[RemoteFile, dict]]:
+    """(file, format arguments) of every file to fetch; extracted archives are left out."""
+    if numbers is not None:
+        return [(remote, {"i": i}) for i in numbers for remote in source.files]
+    return [(remote, {}) for remote in source.files
+            if not (remote.extract and extracted_marker(remote.destination(dataset_dir),
+                                                        dataset_dir).is_file())]
+
+
 def download_dataset(name: str, raw_root: str | Path, *, cases: Iterable[int] | None = None,
                      base_url: str | None = None, progress: bool = True,
-                     keep_archives: bool = True) -> Path:
+                     keep_archives: bool = True,
+                     checksums: Mapping[str, str] | None = None) -> Path:
     """Download (resumably, hash-verified where hashes exist) and unpack a dataset.
 
     Files go to ``<raw_root>/<name>/``, which is returned. ``cases`` limits per-case datasets
     (KiTS) to those case numbers; it is refused for archive datasets. ``base_url`` replaces
     every default host. An archive already extracted (its ``.extracted-*`` marker exists) is
     neither downloaded nor unpacked again; ``keep_archives=False`` deletes it after unpacking.
+    ``checksums`` (``{remote path: sha256 hex}``, see ``load_checksums``) replaces the
+    published hashes: every file to fetch must have an entry (checked before any download) and
+    is verified with that SHA-256.
 
     Raises:
-        DownloadError: a download, checksum or extraction failed.
+        DownloadError: a download, checksum or extraction failed, or a file to fetch has no
+            entry in ``checksums``.
         ValueError: unknown dataset or case numbers.
     """
     source = get_source(name)
     dataset_dir = Path(raw_root) / source.name
-    dataset_dir.mkdir(parents=True, exist_ok=True)
+    numbers = None
     if source.per_case:
-        numbers = source.case_numbers if cases is None else sorted({int(c) for c in cases})
+        numbers = list(source.case_numbers) if cases is None else sorted({int(c) for c in cases})
         unknown = sorted(set(numbers) - set(source.case_numbers))
         if unknown:
             raise ValueError(f"{name}: no case number(s) {unknown[:10]}; available "
                              f"{source.case_numbers[0]}..{source.case_numbers[-1]}")
-        for i in numbers:
-            for remote in source.files:
-                download_file(remote.url(base_url, i=i), remote.destination(dataset_dir, i=i),
-                              md5=remote.md5, sha256=remote.sha256, progress=progress)
-        return dataset_dir
-    if cases is not None:
+    elif cases is not None:
         raise ValueError(f"{name}: --cases only applies to per-case datasets (kits); "
                          f"{name} is a single archive")
-    for remote in source.files:
-        dest = remote.destination(dataset_dir)
-        if remote.extract and extracted_marker(dest, dataset_dir).is_file():
-            continue
-        download_file(remote.url(base_url), dest, md5=remote.md5, sha256=remote.sha256,
+    plan = _planned(source, dataset_dir, numbers)
+    table = None if checksums is None else {k.lstrip("/"): v for k, v in checksums.items()}
+    if table is not None:
+        missing = [key for key in (r.path.format(**fmt).lstrip("/") for r, fmt in plan)
+                   if key not in table]
+        if missing:
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            raise DownloadError(f"no entry in the checksums file for {', '.join(missing[:3])}"
+                                f"{more}; nothing was downloaded")
+    dataset_dir.mkdir(parents=True, exist_ok=True)
+    for remote, fmt in plan:
+        md5, sha256 = remote.md5, remote.sha256
+        if table is not None:
+            md5, sha256 = None, table[remote.path.format(**fmt).lstrip("/")]
+        dest = remote.destination(dataset_dir, **fmt)
+        download_file(remote.url(base_url, **fmt), dest, md5=md5, sha256=sha256,
                       progress=progress)
         if remote.extract:
             if progress:
@@ -363,5 +391,6 @@ def find_raw_cases(name: str, raw_dir: str | Path) -> RawScan:
     return scan
 
 
-__all__ = ["SOURCES", "DatasetSource", "DownloadError", "RawCase", "RawScan", "RemoteFile",
-           "download_dataset", "find_raw_cases", "get_source", "parse_cases"]
+__all__ = ["CHECKSUMS_FORMAT", "SOURCES", "DatasetSource", "DownloadError", "RawCase", "RawScan",
+           "RemoteFile", "download_dataset", "find_raw_cases", "get_source", "load_checksums",
+           "parse_cases"]

@@ -1,15 +1,23 @@
-"""The dataset sources: URLs, checksums, case ids matching the official split files."""
+"""The dataset sources: URLs, checksums, case ids matching the official split files, and
+``--checksums`` (a mirror's SHA-256s) against the local HTTP server of test_download.py."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
+import test_download as td  # its local HTTP server fixture and raw-file makers
 from data_fixtures import official_ids
 
+from sam3d.data import sources
+from sam3d.data.download import CHECKSUMS_FORMAT, DownloadError, load_checksums
 from sam3d.data.sources import SOURCES, get_source, parse_cases
+
+server = td.server  # the fixture, visible to the tests of this module
 
 
 def test_registry():
@@ -73,3 +81,84 @@ def test_parse_cases():
     for bad in ("", "a", "3-1", "1-", "-2"):
         with pytest.raises(ValueError, match="bad case list"):
             parse_cases(bad)
+
+
+# --------------------------------------------------------------------------------------
+# --checksums: a mirror's own SHA-256s instead of the published hashes
+# --------------------------------------------------------------------------------------
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_checksums(path: Path, table: dict) -> Path:
+    path.write_text(json.dumps({"format": CHECKSUMS_FORMAT, "sha256": table}), encoding="utf-8")
+    return path
+
+
+def test_checksums_replace_the_published_md5(server, tmp_path):
+    """A re-packed tar fails the published md5 but passes the mirror's SHA-256."""
+    tar = td.msd_tar("Task07_Pancreas", "pancreas", [1, 4])
+    server.files["/Task07_Pancreas.tar"] = tar
+    with pytest.raises(DownloadError, match="md5 mismatch"):
+        sources.download_dataset("pancreas", tmp_path / "a", base_url=server.url, progress=False)
+    table = load_checksums(write_checksums(tmp_path / "c.json",
+                                           {"/Task07_Pancreas.tar": sha(tar).upper()}))
+    assert table == {"Task07_Pancreas.tar": sha(tar)}
+    where = sources.download_dataset("pancreas", tmp_path / "b", base_url=server.url,
+                                     progress=False, checksums=table)
+    assert (where / "Task07_Pancreas.tar").read_bytes() == tar
+    assert (where / "Task07_Pancreas/labelsTr/pancreas_004.nii.gz").is_file()
+
+
+def test_wrong_checksum_refused_and_deleted(server, tmp_path):
+    td.serve_kits(server, [3])
+    image = server.files["/master_00003.nii.gz"]
+    label_path = "neheller/kits21/master/kits21/data/case_00003/aggregated_MAJ_seg.nii.gz"
+    table = {"master_00003.nii.gz": sha(image), label_path: "0" * 64}
+    with pytest.raises(DownloadError, match="aggregated_MAJ_seg.nii.gz: sha256 mismatch"):
+        sources.download_dataset("kits", tmp_path, cases=[3], base_url=server.url,
+                                 progress=False, checksums=table)
+    case = tmp_path / "kits/case_00003"
+    assert sorted(p.name for p in case.iterdir()) == ["imaging.nii.gz"]  # bad file deleted
+    assert (case / "imaging.nii.gz").read_bytes() == image
+
+
+def test_missing_entry_refused_before_any_download(server, tmp_path):
+    td.serve_kits(server, [3, 4])
+    table = {f"master_{i:05d}.nii.gz": sha(server.files[f"/master_{i:05d}.nii.gz"])
+             for i in (3, 4)}
+    with pytest.raises(DownloadError, match=r"no entry in the checksums file for "
+                                            r"neheller/kits21/.*case_00003/aggregated_MAJ"):
+        sources.download_dataset("kits", tmp_path, cases=[3, 4], base_url=server.url,
+                                 progress=False, checksums=table)
+    assert server.log == [] and not (tmp_path / "kits").exists()
+
+
+def test_cli_checksums(server, tmp_path, capsys):
+    main = td._script_main()
+    td.serve_kits(server, [7])
+    table = {path.lstrip("/"): sha(data) for path, data in server.files.items()}
+    good = write_checksums(tmp_path / "good.json", table)
+    assert main(["--dataset", "kits", "--raw", str(tmp_path / "raw"), "--cases", "7",
+                 "--base-url", server.url, "--checksums", str(good), "--quiet"]) == 0
+    assert (tmp_path / "raw/kits/case_00007/aggregated_MAJ_seg.nii.gz").is_file()
+    capsys.readouterr()
+    bad = {"notjson.json": "{", "format.json": json.dumps({"format": "x", "sha256": table}),
+           "hex.json": json.dumps({"format": CHECKSUMS_FORMAT, "sha256": {"a": "zz"}}),
+           "empty.json": json.dumps({"format": CHECKSUMS_FORMAT, "sha256": {}})}
+    for name, text in [*bad.items(), ("absent.json", None)]:
+        path = tmp_path / name
+        if text is not None:
+            path.write_text(text, encoding="utf-8")
+        server.log.clear()
+        assert main(["--dataset", "kits", "--raw", str(tmp_path / "r2"), "--cases", "7",
+                     "--base-url", server.url, "--checksums", str(path), "--quiet"]) == 2, name
+        err = capsys.readouterr().err
+        assert err.startswith(f"download_datasets: error: --checksums: {path}") and \
+            err.count("\n") == 1, (name, err)
+        assert server.log == [] and not (tmp_path / "r2").exists()
+    missing = write_checksums(tmp_path / "partial.json", {"master_00007.nii.gz": "a" * 64})
+    assert main(["--dataset", "kits", "--raw", str(tmp_path / "r3"), "--cases", "7",
+                 "--base-url", server.url, "--checksums", str(missing), "--quiet"]) == 1
+    assert "no entry in the checksums file for neheller" in capsys.readouterr().err
