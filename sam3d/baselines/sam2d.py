@@ -37,6 +37,7 @@ from ..viz import ABDOMEN_WINDOW, to_dhw
 __all__ = [
     "METHOD",
     "evaluate_case",
+    "lesion_slab",
     "segment_slices",
     "segment_slices_multi",
     "slice_rng",
@@ -159,9 +160,25 @@ def segment_slices(predictor_or_model: object, image: np.ndarray, label: np.ndar
     return segment_slices_multi(predictor_or_model, image, label, {k: rng}, window)[0][k]
 
 
+def lesion_slab(lesion: np.ndarray, slab: int | None) -> tuple[int, int]:
+    """``(d0, d1)``: the ``slab`` consecutive slices centred on the middle lesion slice of
+    ``lesion`` (``D×H×W``), kept inside the volume; the whole depth for ``slab=None``."""
+    depth = int(lesion.shape[0])
+    if slab is None:
+        return 0, depth
+    if isinstance(slab, bool) or not isinstance(slab, int) or slab < 1:
+        raise ValueError(f"slab must be a positive integer or None, got {slab!r}")
+    with_lesion = np.flatnonzero(lesion.any(axis=(1, 2)))
+    if with_lesion.size == 0:
+        raise ValueError("the case has no lesion slice")
+    middle = int(with_lesion[with_lesion.size // 2])
+    d0 = min(max(0, middle - slab // 2), max(0, depth - slab))
+    return d0, min(depth, d0 + slab)
+
+
 def evaluate_case(model: object, case_entry, ks: Sequence[int] = (1, 3, 10), seed: int = 0,
                   window: Sequence[float] = ABDOMEN_WINDOW, tolerance_mm: float = 5.0,
-                  ) -> list[dict]:
+                  slab: int | None = None) -> list[dict]:
     """Run the baseline on one case of the common layout for each ``k``; one row per ``k``.
 
     ``case_entry`` is a :class:`sam3d.data.layout.CaseEntry` (lesion = its ``target`` label).
@@ -169,7 +186,12 @@ def evaluate_case(model: object, case_entry, ks: Sequence[int] = (1, 3, 10), see
     embedded once for all ``k``. Row: ``case``, ``method``, ``k``, ``seed``, ``dice``,
     ``nsd`` (at ``tolerance_mm``, spacing from the file in D×H×W order), ``seconds`` (what a
     run for this ``k`` alone costs: all ``set_image`` time + this ``k``'s ``predict`` time),
-    ``encoder_seconds``, ``decoder_seconds``, ``lesion_slices``, ``slices``, ``spacing``.
+    ``encoder_seconds``, ``decoder_seconds``, ``lesion_slices``, ``slices``, ``spacing``,
+    ``slab`` ([d0, d1): the slices scored).
+
+    ``slab``: score only that many consecutive slices through the lesion's middle
+    (:func:`lesion_slab`; Dice and NSD of that sub-volume) — a test's few slices; None (the
+    paper's protocol, the book): the whole volume.
     """
     ks = [_k(k) for k in ks]
     if not ks or len(set(ks)) != len(ks):
@@ -178,6 +200,8 @@ def evaluate_case(model: object, case_entry, ks: Sequence[int] = (1, 3, 10), see
     spacing = tuple(reversed(image.spacing))  # (x, y, z) → D×H×W = (z, y, x)
     vol = to_dhw(image.array)
     lesion = to_dhw(label.array == case_entry.target)
+    d0, d1 = lesion_slab(lesion, slab)
+    vol, lesion = vol[d0:d1], lesion[d0:d1]
     rngs = {k: slice_rng(seed, case_entry.case_id, k) for k in ks}
     masks, timing = segment_slices_multi(model, vol, lesion, rngs, window)
     rows = []
@@ -190,6 +214,6 @@ def evaluate_case(model: object, case_entry, ks: Sequence[int] = (1, 3, 10), see
             "encoder_seconds": timing["encoder_seconds"],
             "decoder_seconds": timing["decoder_seconds"][k],
             "lesion_slices": timing["lesion_slices"], "slices": int(lesion.shape[0]),
-            "spacing": list(spacing),
+            "spacing": list(spacing), "slab": [d0, d1],
         })
     return rows

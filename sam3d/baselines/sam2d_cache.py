@@ -17,7 +17,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..build import sha256_file
+from ..hashing import sha256_file
 from ..viz import ABDOMEN_WINDOW
 
 __all__ = ["cache_key", "cached_evaluate_case"]
@@ -27,22 +27,26 @@ CACHE_FORMAT = "sam3d-sam2d/1"
 
 def cache_key(weights_sha256: str, case_entry, ks: Sequence[int], seed: int,
               encoder: str = "tiny_vit", window: Sequence[float] = ABDOMEN_WINDOW,
-              tolerance_mm: float = 5.0) -> str:
+              tolerance_mm: float = 5.0, slab: int | None = None) -> str:
     """12 hex digits of everything the baseline's numbers depend on."""
     doc = {"format": CACHE_FORMAT, "weights": weights_sha256, "encoder": encoder,
            "case": case_entry.case_id, "image": sha256_file(case_entry.image),
            "label": sha256_file(case_entry.label), "target": int(case_entry.target),
            "ks": [int(k) for k in ks], "seed": int(seed),
            "window": [float(w) for w in window], "tolerance_mm": float(tolerance_mm)}
+    if slab is not None:  # absent while None, so the keys of whole-volume runs stay as they were
+        doc["slab"] = int(slab)
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def cached_evaluate_case(weights: str | Path, case_entry, ks: Sequence[int] = (1, 3, 10),
                          seed: int = 0, root: str | Path = "outputs/sam2d",
                          encoder: str = "tiny_vit", window: Sequence[float] = ABDOMEN_WINDOW,
-                         tolerance_mm: float = 5.0, refresh: bool = False) -> dict:
+                         tolerance_mm: float = 5.0, refresh: bool = False,
+                         slab: int | None = None) -> dict:
     """:func:`sam3d.baselines.sam2d.evaluate_case` of the SAM checkpoint ``weights`` (``encoder``
-    "tiny_vit" for MobileSAM, "vit_b" for SAM ViT-B) on ``case_entry``, cached by content.
+    "tiny_vit" for MobileSAM, "vit_b" for SAM ViT-B, "vit" for a ViT SAM of any size) on
+    ``case_entry`` (``slab``: only that many slices through the lesion), cached by content.
 
     Returns ``{"rows": [...one per k...], "cached": bool, "path": Path, "key": str}``;
     ``cached`` says whether the rows came from an earlier run.
@@ -54,7 +58,8 @@ def cached_evaluate_case(weights: str | Path, case_entry, ks: Sequence[int] = (1
     if not weights.is_file():
         raise FileNotFoundError(f"SAM checkpoint not found: {weights}")
     ks = [int(k) for k in ks]
-    key = cache_key(sha256_file(weights), case_entry, ks, seed, encoder, window, tolerance_mm)
+    key = cache_key(sha256_file(weights), case_entry, ks, seed, encoder, window, tolerance_mm,
+                    slab)
     path = Path(root) / f"{case_entry.case_id}-{key}.json"
     if path.is_file() and not refresh:
         doc = json.loads(path.read_text(encoding="utf-8"))
@@ -62,7 +67,7 @@ def cached_evaluate_case(weights: str | Path, case_entry, ks: Sequence[int] = (1
             return {"rows": doc["rows"], "cached": True, "path": path, "key": key}
     sam = build_sam_from_checkpoint(weights, encoder)
     rows = evaluate_case(sam, case_entry, ks=ks, seed=seed, window=window,
-                         tolerance_mm=tolerance_mm)
+                         tolerance_mm=tolerance_mm, slab=slab)
     doc = {"format": CACHE_FORMAT, "key": key, "weights": str(weights), "encoder": encoder,
            "rows": rows}
     path.parent.mkdir(parents=True, exist_ok=True)

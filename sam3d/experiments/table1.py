@@ -75,13 +75,15 @@ def _pct(value: float) -> float:
 
 def sam2d_rows(weights: str | Path, entries: Sequence, *, ks: Sequence[int] = (1, 3, 10),
                seed: int = 0, root: str | Path = "outputs/sam2d", encoder: str = "tiny_vit",
-               dataset: str = "lits", run: str = "", refresh: bool = False) -> list[dict]:
+               dataset: str = "lits", run: str = "", refresh: bool = False,
+               slab: int | None = None) -> list[dict]:
     """SAM 2D slice-wise on each case of ``entries`` (:class:`~sam3d.data.layout.CaseEntry`),
     k points per lesion slice; the mean over cases per k, as paper rows "SAM-B, k pt/slice".
 
     Each case's result is cached by content under ``root``; the returned rows say in
     ``cached`` how many cases came from the cache, and in ``seconds`` what computing them
-    cost (the original run's time for cached ones).
+    cost (the original run's time for cached ones). ``slab``: only that many slices through
+    each lesion (:func:`sam3d.baselines.sam2d.lesion_slab`; None: every slice).
     """
     from ..baselines.sam2d_cache import cached_evaluate_case
 
@@ -92,7 +94,7 @@ def sam2d_rows(weights: str | Path, entries: Sequence, *, ks: Sequence[int] = (1
     per_case = []
     for entry in entries:
         res = cached_evaluate_case(weights, entry, ks, seed, root=root, encoder=encoder,
-                                   refresh=refresh)
+                                   refresh=refresh, slab=slab)
         per_case.append((res["cached"], res["rows"]))
     rows = []
     for k in ks:

@@ -119,7 +119,8 @@ def test_sam2d_rows_average_cases_in_percent(monkeypatch, tmp_path) -> None:
 
     calls = []
 
-    def fake(weights, entry, ks, seed, root, encoder, refresh):
+    def fake(weights, entry, ks, seed, root, encoder, refresh, slab):
+        assert slab is None  # every slice unless asked
         calls.append((entry, tuple(ks), seed, encoder))
         dice = {"a": 0.5, "b": 0.25}[entry]
         return {"cached": entry == "a", "key": "k", "path": tmp_path,
