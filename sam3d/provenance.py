@@ -42,7 +42,10 @@ def device_name(device: str) -> str:
 
 def provenance(device: str = "cpu", mode: str = "smoke", seed: int | None = None) -> dict:
     """A dict to print at the top (and bottom: wall time so far) of every notebook."""
-    info = {"mode": mode, "seed": seed, "device": device_name(device), "git_commit": git_commit(),
+    from .rehearsal import active
+
+    info = {"mode": mode, "rehearsal": mode == "full" and active(), "seed": seed,
+            "device": device_name(device), "git_commit": git_commit(),
             "python": platform.python_version()}
     info.update({name: _version(name) for name in PACKAGES})
     info["wall_time_s"] = round(time.time() - _START, 1)

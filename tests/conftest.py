@@ -120,3 +120,11 @@ def sam_vit_b_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("sam") / "sam_vit_b_random.pth"
     torch.save(state, path)
     return path, state
+
+
+@pytest.fixture(autouse=True)
+def _no_rehearsal_leak(monkeypatch):
+    """Each test starts outside a full-mode rehearsal (``SAM3D_REHEARSAL`` unset): a test that
+    calls :func:`sam3d.rehearsal.rehearse` switches it on for the process, which would shrink
+    every recipe the tests after it load."""
+    monkeypatch.delenv("SAM3D_REHEARSAL", raising=False)

@@ -47,6 +47,9 @@ class TrainConfig:
     Runtime: ``seed``, ``workers``, ``device`` ("auto", "cpu", "cuda"), ``bf16``,
     ``grad_checkpointing``, ``out_dir``, ``max_minutes`` (stop after the epoch that passes it),
     ``progress`` (tqdm bars), ``tensorboard``.
+    ``rehearsal``: set by :func:`load_config` when the run is a full-mode rehearsal
+    (:mod:`sam3d.rehearsal`: the recipe shrunk in size only); recorded, so its checkpoints
+    and outputs are labelled as such.
     """
 
     name: str = "run"
@@ -85,6 +88,7 @@ class TrainConfig:
     max_minutes: float | None = None
     progress: bool = True
     tensorboard: bool = True
+    rehearsal: bool = False
 
     def __post_init__(self):
         def need(cond: bool, msg: str) -> None:
@@ -163,8 +167,15 @@ def parse_overrides(overrides) -> dict:
     return out
 
 
-def load_config(name_or_path: str | Path, overrides=None) -> TrainConfig:
-    """A shipped configuration by name, or a YAML file, with ``key=value`` overrides."""
+def load_config(name_or_path: str | Path, overrides=None, *,
+                rehearsal: bool | None = None) -> TrainConfig:
+    """A shipped configuration by name, or a YAML file, with ``key=value`` overrides.
+
+    ``rehearsal`` (None: ``SAM3D_REHEARSAL`` in the environment, or ``rehearsal=true`` in the
+    file or the overrides): shrink the recipe to the rehearsal's sizes
+    (:mod:`sam3d.rehearsal.shrink`: the file's own folders before the overrides, the sizes
+    after them). ``False`` reads the recipe as written (the paper's column of a table).
+    """
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
@@ -181,7 +192,20 @@ def load_config(name_or_path: str | Path, overrides=None) -> TrainConfig:
         raise ConfigError(f"{name_or_path}: invalid YAML ({exc})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{name_or_path}: expected a mapping of settings")
-    raw.update(parse_overrides(overrides))
+    changes = parse_overrides(overrides)
+    if rehearsal is None:
+        from ..rehearsal import active
+
+        rehearsal = active() or raw.get("rehearsal") is True or changes.get("rehearsal") is True
+    if rehearsal:
+        from ..rehearsal.shrink import shrink_recipe
+
+        raw = shrink_recipe(raw)
+    raw.update(changes)
+    if rehearsal:
+        from ..rehearsal.shrink import shrink_sizes
+
+        raw = shrink_sizes(raw)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(raw) - known)
     if unknown:

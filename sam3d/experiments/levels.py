@@ -23,6 +23,7 @@ from pathlib import Path
 from ..config import get_config
 from ..reference import paper_rows
 from .peft import RUNS, evaluate_variant, variant_checkpoint
+from ..rehearsal import full_variant  # the variant a rehearsal trains instead
 from .report import check_mode
 
 #: the settings of Table 3 as the paper writes them, in the paper's order (level 4 last)
@@ -106,7 +107,7 @@ def run_levels(mode: str = "smoke", settings: Sequence[str] | None = None, *, k:
         scores = evaluate_variant(ckpt, Path(run_dir) / f"eval-roi-k{k}-seed{seed}",
                                   modes=("roi",), k=k, seed=seed, device=device,
                                   sam_checkpoint=sam_checkpoint)
-        rows.append({"levels": setting, "config": variant, **scores,
+        rows.append({"levels": setting, "config": full_variant(variant), **scores,
                      "trained_now": trained_now, "train_seconds": round(seconds, 1),
                      "checkpoint": str(ckpt)})
     return rows

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..config import get_config
 from ..reference import DATASET_COLUMNS, paper_metric, paper_rows
+from ..rehearsal import full_variant  # the variant a rehearsal trains instead
 from .report import check_mode
 
 #: paper row → configuration suffix (``auto_<suffix>``, ``tiny_auto_<suffix>``), in paper order
@@ -277,7 +278,7 @@ def run_methods(mode: str = "smoke", methods: Sequence[str] | None = None, *,
             sam_checkpoint=sam_checkpoint, root=root, overrides=overrides)
         scores = evaluate_variant(ckpt, Path(run_dir) / f"eval-auto-seed{seed}", seed=seed,
                                   device=device, sam_checkpoint=sam_checkpoint)
-        rows.append({"method": method, "config": variant, **scores,
+        rows.append({"method": method, "config": full_variant(variant), **scores,
                      "epochs": _epochs(run_dir), "trained_now": trained_now,
                      "train_seconds": round(seconds, 1), "checkpoint": str(ckpt)})
     return rows

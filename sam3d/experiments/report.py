@@ -14,15 +14,20 @@ def check_mode(mode: str) -> str:
 
 
 def run_label(mode: str) -> str:
-    """Column suffix for a run's numbers: smoke results are never shown as a reproduction."""
-    return "this run (smoke: tiny model, not comparable)" if check_mode(mode) == "smoke" \
-        else "this run"
+    """Column suffix for a run's numbers: smoke and rehearsal results are never shown as a
+    reproduction (a full-mode run is a rehearsal when :func:`sam3d.rehearsal.active`)."""
+    from ..rehearsal import LABEL, active
+
+    if check_mode(mode) == "smoke":
+        return "this run (smoke: tiny model, not comparable)"
+    return f"this run ({LABEL})" if active() else "this run"
 
 
 def run_stamp(prov: dict, started: float | None = None) -> str:
     """One line: mode, device, seed, commit and wall time, from :func:`sam3d.provenance.provenance`."""
     wall = time.time() - started if started is not None else prov.get("wall_time_s", 0.0)
-    return (f"{prov['mode']} mode · {prov['device']} · seed {prov['seed']} · "
+    mode = f"{prov['mode']} (rehearsal)" if prov.get("rehearsal") else prov["mode"]
+    return (f"{mode} mode · {prov['device']} · seed {prov['seed']} · "
             f"commit {prov['git_commit']} · {wall / 60:.1f} min")
 
 
