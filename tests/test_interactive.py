@@ -318,6 +318,7 @@ def test_chapter_default_clicks():
 
 
 def test_chapter_resolve_checkpoint(tmp_path, monkeypatch):
+    from sam3d.provenance import project_path
     from sam3d.engine import cached
     from sam3d.interactive.chapter import resolve_checkpoint
 
@@ -326,8 +327,15 @@ def test_chapter_resolve_checkpoint(tmp_path, monkeypatch):
     assert resolve_checkpoint("full", ckpt) == (ckpt, "checkpoint model.pt")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         resolve_checkpoint("smoke", tmp_path / "missing.pt")
-    with pytest.raises(ValueError, match="full mode needs CHECKPOINT"):
-        resolve_checkpoint("full", None)
+    from sam3d.experiments import training
+
+    trained = []
+    monkeypatch.setattr(training, "train_full", lambda dataset, **kw: trained.append(
+        (dataset, kw)) or {"checkpoint": ckpt})
+    path, label = resolve_checkpoint("full", None, data_dir=tmp_path, sam_checkpoint="sam.pth")
+    assert path == ckpt and "LiTS model" in label
+    assert trained == [("lits", {"data_dir": tmp_path / "prepared" / "lits",
+                                 "sam_checkpoint": project_path("sam.pth")})]
     with pytest.raises(ValueError):
         resolve_checkpoint("quick", ckpt)
     asked = []

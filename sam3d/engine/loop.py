@@ -10,6 +10,7 @@ epoch (the official code re-draws them unseeded), so its curve is comparable acr
 from __future__ import annotations
 
 import csv
+import gc
 import math
 import time
 from pathlib import Path
@@ -133,6 +134,11 @@ class Trainer:
                                     generator=gen)
         dataset.transform.set_random_state(seed=(cfg.seed * 7919 + epoch * 31 + self.dist.rank)
                                            % 2**32)
+        if cfg.workers:
+            # the workers fork from this process: collect cyclic garbage first, or an earlier
+            # loader's iterator inherited by a worker is finalised there and fails noisily
+            # ("can only test a child process"; seen with in-process runs one after another)
+            gc.collect()
         return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler,
                           num_workers=cfg.workers, generator=gen)
 

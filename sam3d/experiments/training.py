@@ -69,7 +69,7 @@ def recipe_rows(paper: tuple[str, ...] = ("lits", "kits"), smoke: str = SMOKE_CO
     """
     if not paper:
         raise ValueError("name at least one paper configuration")
-    recipes = [_recipe(load_config(_check_dataset(d))) for d in paper]
+    recipes = [_recipe(load_config(_check_dataset(d), rehearsal=False)) for d in paper]
     run = _recipe(load_config(smoke))
     paper_rows = []
     for key in run:
@@ -195,11 +195,14 @@ def plot_curves(history: list[dict], title: str = ""):
 
 
 def train_command(dataset: str, data_dir: str | Path | None = None,
-                  out_dir: str | Path | None = None, resume: bool = False) -> list[str]:
+                  out_dir: str | Path | None = None, resume: bool = False,
+                  sam_checkpoint: str | Path | None = None) -> list[str]:
     """``sam3d train --config <dataset>`` (the paper's recipe), as an argument list."""
     cmd = ["sam3d", "train", "--config", _check_dataset(dataset)]
     if data_dir is not None:
         cmd += ["--set", f"data_dir={data_dir}"]
+    if sam_checkpoint is not None:
+        cmd += ["--set", f"sam_checkpoint={sam_checkpoint}"]
     if out_dir is not None:
         cmd += ["--out-dir", str(out_dir)]
     return cmd + (["--resume"] if resume else [])
@@ -218,20 +221,39 @@ def evaluate_command(checkpoint: str | Path, data_dir: str | Path, out: str | Pa
 
 
 def shell(cmd: list[str]) -> str:
-    return shlex.join(cmd)
+    """``cmd`` as one shell line, as it runs here: with ``SAM3D_REHEARSAL=1`` in front during
+    a rehearsal (the switch that shrinks the recipe, :mod:`sam3d.rehearsal`)."""
+    from ..rehearsal import ENV, active
+
+    return (f"{ENV}=1 " if active() else "") + shlex.join(cmd)
+
+
+def full_checkpoint(dataset: str) -> Path:
+    """Where ``sam3d train --config <dataset>`` leaves its best checkpoint (the recipe's
+    ``out_dir``; under ``outputs/rehearsal/`` in a rehearsal)."""
+    return project_path(load_config(_check_dataset(dataset)).out_dir) / "best.pt"
 
 
 def train_full(dataset: str, data_dir: str | Path | None = None,
-               out_dir: str | Path | None = None) -> dict:
+               out_dir: str | Path | None = None,
+               sam_checkpoint: str | Path | None = None) -> dict:
     """Full mode: run ``sam3d train --config <dataset>`` (GPU, prepared data, SAM weights) from
     the project root; resumes an interrupted run and skips a finished one. Returns the run's
-    folder, checkpoint, configuration and the command."""
+    folder, checkpoint, configuration, the command and whether it ran (``ran``).
+
+    Every chapter that needs the paper's model of ``dataset`` calls this, so the first trains
+    it and the others reuse it. In a rehearsal (:mod:`sam3d.rehearsal`) the recipe is the
+    shrunk one and the run lands under ``outputs/rehearsal/``.
+    """
     sets = [f"data_dir={data_dir}"] if data_dir is not None else []
+    if sam_checkpoint is not None:
+        sets.append(f"sam_checkpoint={sam_checkpoint}")
     cfg = load_config(_check_dataset(dataset), sets + ([f"out_dir={out_dir}"] if out_dir else []))
     out = project_path(cfg.out_dir)
     history = read_metrics(out / "metrics.csv") if (out / "metrics.csv").is_file() else []
     finished = bool(history) and history[-1]["epoch"] >= cfg.epochs
-    cmd = train_command(dataset, data_dir, out_dir, resume=(out / "last.pt").is_file())
+    cmd = train_command(dataset, data_dir, out_dir, resume=(out / "last.pt").is_file(),
+                        sam_checkpoint=sam_checkpoint)
     if not finished:
         argv = [sys.executable, "-m", "sam3d.cli", *cmd[1:]]
         subprocess.run(argv, cwd=project_path("."), check=True)

@@ -50,13 +50,17 @@ def load_for_inference(checkpoint: str | Path, sam_checkpoint: str | Path | None
     The preprocessing constants are those the checkpoint was trained with; ``dataset`` names a
     registered spec to use instead. A checkpoint without recorded constants and a dataset
     without fixed ones (phantoms, samples, custom) fall back to statistics over the training
-    split of ``data_dir``, computed as the trainer does.
+    split of ``data_dir``, computed as the trainer does. Without ``sam_checkpoint``, a model
+    whose frozen weights come from a SAM checkpoint takes the file its training run recorded
+    when that file is still there (its SHA-256 is checked against the recorded one as ever).
     """
     path = Path(checkpoint)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    model = load_checkpoint(path, sam_checkpoint=sam_checkpoint)
     ckpt = read_checkpoint_file(path)
+    if sam_checkpoint is None and isinstance(ckpt, dict) and ckpt.get("sam_checkpoint_sha256"):
+        sam_checkpoint = recorded_sam_file(ckpt)
+    model = load_checkpoint(path, sam_checkpoint=sam_checkpoint)
     extra = ckpt.get("extra") or {}
     named = dataset is not None  # the user's choice overrides the recorded constants
     if dataset is None:
@@ -71,6 +75,18 @@ def load_for_inference(checkpoint: str | Path, sam_checkpoint: str | Path | None
             raise
         spec = _statistics_from(fallback, data_dir)
     return model.to(device).eval(), spec
+
+
+def recorded_sam_file(ckpt: dict) -> Path | None:
+    """The SAM checkpoint the training run of ``ckpt`` was given, resolved from the project
+    root as the trainer resolved it; None when none was recorded or the file is gone."""
+    from ..provenance import project_path
+
+    recorded = recorded_training_config(ckpt).get("sam_checkpoint")
+    if not recorded:
+        return None
+    path = project_path(recorded)
+    return path if path.is_file() else None
 
 
 def _statistics_from(spec: DatasetSpec, data_dir: str | Path) -> DatasetSpec:

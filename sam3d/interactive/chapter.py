@@ -16,12 +16,16 @@ PAPER_CLICKS = (1, 3, 10)
 
 
 def resolve_checkpoint(mode: str, checkpoint: str | Path | None,
-                       runs_root: str | Path = "outputs/runs") -> tuple[Path, str]:
+                       runs_root: str | Path = "outputs/runs", *,
+                       data_dir: str | Path = "data",
+                       sam_checkpoint: str | Path | None = None) -> tuple[Path, str]:
     """The checkpoint to segment with and a label saying what it is.
 
     Smoke mode without ``checkpoint``: the book's shared smoke model (``book_smoke``: the tiny
     variant trained for ≈ 3 minutes on synthetic phantoms, trained on first use). Full mode
-    needs an explicit checkpoint (e.g. a model trained on LiTS with ``sam3d train``).
+    without ``checkpoint``: the paper's LiTS model, ``sam3d train --config lits`` on
+    ``data_dir/prepared/lits`` with ``sam_checkpoint`` (trained once by whichever chapter
+    asks first, :func:`sam3d.experiments.training.train_full`).
     """
     mode = check_mode(mode)
     if checkpoint is not None:
@@ -30,8 +34,14 @@ def resolve_checkpoint(mode: str, checkpoint: str | Path | None,
             raise FileNotFoundError(f"CHECKPOINT {path} does not exist")
         return path, f"checkpoint {path.name}"
     if mode == "full":
-        raise ValueError("full mode needs CHECKPOINT: a sam3d checkpoint trained on LiTS "
-                         "(sam3d train --config lits), not the smoke model")
+        from ..experiments.training import train_full
+        from ..rehearsal import LABEL, active
+
+        run = train_full("lits", data_dir=project_path(data_dir) / "prepared" / "lits",
+                         sam_checkpoint=None if sam_checkpoint is None
+                         else project_path(sam_checkpoint))
+        what = f"LiTS model ({LABEL})" if active() else "LiTS model (sam3d train --config lits)"
+        return Path(run["checkpoint"]), what
     from ..engine.cached import trained_checkpoint
 
     path = trained_checkpoint("book_smoke", root=project_path(runs_root))

@@ -306,3 +306,24 @@ def test_recorded_constants_win_over_the_recorded_dataset_registry(tmp_path) -> 
     _, spec = load_for_inference(path)
     assert spec.name == "lits" and (spec.mean, spec.std) == (61.5, 39.0)
     assert spec.mean != get_spec("lits").mean
+
+
+def test_the_sam_file_a_training_run_recorded_is_used_when_none_is_given(tmp_path) -> None:
+    """A checkpoint on SAM weights loads without ``sam_checkpoint`` while the file its training
+    run recorded is there (hash checked); without it, the error says what to pass."""
+    from sam3d.checkpoint import CheckpointError
+    from sam3d.rehearsal.sam_weights import write_sam_checkpoint
+
+    sam = write_sam_checkpoint(tmp_path / "sam.pth")
+    torch.manual_seed(0)
+    model = build_sam3d("tiny", sam_checkpoint=sam)
+    extra = {"train": {"preprocessing": PREPROCESSING, "config": {"sam_checkpoint": str(sam)}}}
+    save_checkpoint(model, tmp_path / "run.pt", extra=extra)
+    loaded, _ = load_for_inference(tmp_path / "run.pt")
+    assert loaded.sam_checkpoint_sha256 == model.sam_checkpoint_sha256
+    frozen = "blocks.0.attn.qkv.weight"
+    assert torch.equal(loaded.image_encoder.state_dict()[frozen],
+                       model.image_encoder.state_dict()[frozen])
+    sam.unlink()
+    with pytest.raises(CheckpointError, match="sam_checkpoint"):
+        load_for_inference(tmp_path / "run.pt")
