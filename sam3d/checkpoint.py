@@ -29,11 +29,14 @@ import torch
 
 from .build import build_sam3d
 from .config import Sam3DConfig
+from .data.splits import SplitRef
 from .modeling import Sam3D
 from .modeling.attention import shifted_window_mask
 
 FORMAT = "sam3d/1"
 BASELINE_FORMAT = "sam3d-baseline/1"
+#: the entries of the authors' checkpoints (``train.py``'s ``save_checkpoint``)
+OFFICIAL_KEYS = ("encoder_dict", "feature_dict", "decoder_dict")
 _UNUSED_PROMPT_KEYS = re.compile(r"positional_encoding_gaussian_matrix|.*cross_attn_token_to_image\.")
 
 
@@ -64,6 +67,13 @@ def recorded_training_config(ckpt: object) -> dict:
     extra = (ckpt.get("extra") or {}) if isinstance(ckpt, dict) else {}
     config = (extra.get("train") or {}).get("config") if isinstance(extra, dict) else None
     return config if isinstance(config, dict) else {}
+
+
+def split_reference(ckpt: object) -> SplitRef:
+    """The split the training run of ``ckpt`` (as read by :func:`read_checkpoint_file`) used:
+    its recorded split file, fold and seed; the defaults (official fold 0, seed 0) for a
+    checkpoint that recorded no training run (an official one, a hand-saved model)."""
+    return SplitRef.of(recorded_training_config(ckpt))
 
 
 def _load_strict(module: torch.nn.Module, state: dict, what: str) -> None:
@@ -120,6 +130,12 @@ def official_to_sam3d(ckpt: dict, model: Sam3D) -> None:
         }
         _load_strict(prompt_encoder, state, f"feature_dict[{level - 1}]")
     _load_strict(model.mask_decoder, ckpt["decoder_dict"], "decoder_dict")
+
+
+def is_official_checkpoint(ckpt: object) -> bool:
+    """True for a loaded file in the authors' format (any of :data:`OFFICIAL_KEYS`, no sam3d
+    ``format``); :func:`load_official_checkpoint` then names whatever entry is missing."""
+    return isinstance(ckpt, dict) and "format" not in ckpt and any(k in ckpt for k in OFFICIAL_KEYS)
 
 
 def load_official_checkpoint(
@@ -211,7 +227,8 @@ def load_checkpoint(
         return _load_baseline(ckpt, path, sam_checkpoint, variant)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a sam3d checkpoint (expected format {FORMAT!r} "
-                              f"or {BASELINE_FORMAT!r})")
+                              f"or {BASELINE_FORMAT!r}, or the authors' "
+                              f"{'/'.join(OFFICIAL_KEYS)} dicts)")
     for key, kind in (("variant", str), ("config", dict), ("state", dict)):
         if not isinstance(ckpt.get(key), kind):
             raise CheckpointError(f"{path} is an incomplete sam3d checkpoint: {key!r} missing")

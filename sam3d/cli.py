@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from .config import CONFIGS
 
@@ -70,40 +69,85 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .checkpoint import read_checkpoint_file, recorded_training_config
     from .evaluation.protocol import EvalSettings
     from .evaluation.runner import evaluate_dataset
     from .inference.predict import load_for_inference
 
+    if args.protocol == "official":
+        _check_official_flags(args)
     model, spec = load_for_inference(args.checkpoint, args.sam_checkpoint, args.dataset,
                                      args.device, data_dir=args.data)
-    modes = ("roi", "sliding") if args.mode == "both" else (args.mode,)
+    if args.protocol == "official":
+        return _evaluate_official(args, model, spec)
+    mode = args.mode or "both"
+    modes = ("roi", "sliding") if mode == "both" else (mode,)
     from .baselines.networks import PromptFree
 
     config = getattr(model, "config", None)
     prompt_free = isinstance(model, PromptFree) or (config is not None
                                                     and not config.prompt_levels)
-    if prompt_free and args.mode != "auto":
+    if prompt_free and mode != "auto":
         raise ValueError(f"{args.checkpoint} holds a prompt-free model (it cannot use clicks): "
                          "evaluate it with --mode auto")
-    if not prompt_free and args.mode == "auto":
+    if not prompt_free and mode == "auto":
         raise ValueError(f"{args.checkpoint} holds a click-prompted model: use --mode roi, "
                          "sliding or both")
-    # the seeded split must be the training run's, or a test case may be a training case
-    trained = recorded_training_config(read_checkpoint_file(args.checkpoint)) \
-        if Path(args.checkpoint).is_file() else {}
-    split_seed = args.split_seed if args.split_seed is not None else trained.get("seed")
+    split = None if args.case else _split_of(args)  # explicit cases need no split
     settings = EvalSettings(ks=tuple(args.k), modes=modes, refine=args.refine,
                             tolerance_mm=args.tolerance, seed=args.seed,
                             position=args.position)
     res = evaluate_dataset(model, spec, args.data, args.out, settings, part=args.part,
-                           ids=args.case, split_file=args.split_file, clicks=args.clicks,
+                           ids=args.case, split=split, clicks=args.clicks,
                            save_masks=args.save_masks, overwrite=args.overwrite,
-                           device=args.device, split_seed=split_seed)
+                           device=args.device)
     for row in res["summary"]:
         print(f"{row['position']:>8} {row['mode']:>7} k={row['k']:<2} n={row['cases']:<3} "
               f"Dice {row['dice_mean']:.4f}"
               f" ± {row['dice_std']:.4f}  NSD {row['nsd_mean']:.4f} ± {row['nsd_std']:.4f}")
+    print(f"results: {args.out}")
+    return 0
+
+
+def _split_of(args: argparse.Namespace):
+    """The training run's split (recorded file, fold and seed; the held-out cases must be its
+    test cases), with the ``--split-file``/``--fold``/``--split-seed`` given on top."""
+    from .checkpoint import read_checkpoint_file, split_reference
+
+    return split_reference(read_checkpoint_file(args.checkpoint)).replace(
+        split_file=args.split_file, fold=args.fold, seed=args.split_seed)
+
+
+def _check_official_flags(args: argparse.Namespace) -> None:
+    """The official protocol is one thing: k random clicks, one 128³ ROI, NSD at 5 mm."""
+    if args.mode not in (None, "roi"):
+        raise ValueError(f"--protocol official scores one 128³ ROI per case: --mode {args.mode} "
+                         "is for --protocol sam3d")
+    for flag, value, default in (("--position", args.position, "random"),
+                                 ("--refine", args.refine, 0), ("--tolerance", args.tolerance, 5.0)):
+        if value != default:
+            raise ValueError(f"{flag} {value} is not part of the official protocol (random "
+                             "clicks, no refinement, NSD at 5 mm): use --protocol sam3d")
+
+
+def _evaluate_official(args: argparse.Namespace, model, spec) -> int:
+    from .baselines.networks import PromptFree
+    from .evaluation.official import get_dataset
+    from .evaluation.runner import evaluate_dataset_official
+
+    if isinstance(model, PromptFree) or not model.config.prompt_levels:
+        raise ValueError(f"{args.checkpoint} holds a prompt-free model: the official click "
+                         "protocol needs a click-prompted one")
+    dataset = args.dataset or spec.name
+    get_dataset(dataset)  # one of the four benchmarks, before any file is read
+    res = evaluate_dataset_official(model, dataset, args.data, args.out, ks=tuple(args.k),
+                                    seed=args.seed, ids=args.case, part=args.part,
+                                    split=None if args.case else _split_of(args),
+                                    clicks=args.clicks,
+                                    save_masks=args.save_masks, overwrite=args.overwrite,
+                                    device=args.device)
+    for row in res["summary"]:
+        print(f"official k={row['k']:<2} n={row['cases']:<3} Dice {row['dice_mean']:.4f} ± "
+              f"{row['dice_std']:.4f}  NSD {row['nsd_mean']:.4f} ± {row['nsd_std']:.4f}")
     print(f"results: {args.out}")
     return 0
 
@@ -159,17 +203,25 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_train)
 
     ev = sub.add_parser("evaluate", help="the paper's click protocol on a prepared dataset")
-    ev.add_argument("--checkpoint", required=True, help="a sam3d checkpoint (best.pt / last.pt)")
+    ev.add_argument("--checkpoint", required=True,
+                    help="a sam3d checkpoint (best.pt / last.pt) or an official one "
+                         "(last.pth.tar: give --dataset)")
     ev.add_argument("--sam-checkpoint", default=None, help="the SAM file it was trained on")
     ev.add_argument("--data", required=True, help="prepared dataset folder (dataset.json)")
     ev.add_argument("--dataset", default=None,
                     help="use this dataset's constants instead of the checkpoint's")
     ev.add_argument("--part", default="test", choices=("train", "val", "test"))
     ev.add_argument("--case", action="append", default=None, help="evaluate only these cases")
-    ev.add_argument("--split-file", default=None)
+    ev.add_argument("--split-file", default=None,
+                    help="a sam3d-split/1 file (default: the training run's, if it had one)")
     ev.add_argument("--k", type=int, nargs="+", default=[1, 3, 10], help="clicks per case")
-    ev.add_argument("--mode", choices=("roi", "sliding", "both", "auto"), default="both",
-                    help="auto: prompt-free models (whole volume, no clicks)")
+    ev.add_argument("--protocol", choices=("sam3d", "official"), default="sam3d",
+                    help="official: the authors' test.py path on the files as stored (raw axis "
+                         "order, their resampling, one 128³ ROI; kits, lits, pancreas, colon); "
+                         "sam3d: canonical orientation, MONAI resampling, any files")
+    ev.add_argument("--mode", choices=("roi", "sliding", "both", "auto"), default=None,
+                    help="sam3d protocol: roi, sliding, both (default) or auto (prompt-free "
+                         "models: whole volume, no clicks); the official protocol is roi")
     ev.add_argument("--position", default="random",
                     choices=("random", "centre", "adjacent", "margin"),
                     help="where the clicks fall in the lesion: random (the official protocol) or "
@@ -177,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--refine", type=int, default=0, help="error-driven clicks after the first")
     ev.add_argument("--tolerance", type=float, default=5.0, help="NSD tolerance (mm)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the test clicks")
+    ev.add_argument("--fold", type=int, default=None,
+                    help="official fold (default: the training run's, read from the checkpoint)")
     ev.add_argument("--split-seed", type=int, default=None,
                     help="seed of the 70/10/20 split for datasets without an official one "
                          "(default: the training run's, read from the checkpoint)")

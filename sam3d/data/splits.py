@@ -9,9 +9,12 @@ Split files are JSON: ``{"format": "sam3d-split/1", "train": [...], "val": [...]
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -136,3 +139,36 @@ def resolve_split(name: str, available, *, split_file: str | Path | None = None,
             split = {p: [i for i in ids if i in available] for p, ids in split.items()}
         return split
     return make_split(available, seed=seed)
+
+
+@dataclass(frozen=True)
+class SplitRef:
+    """Which split a training run used: ``split_file`` (wins), else the official ``fold`` of a
+    benchmark, else the 70/10/20 split seeded with ``seed`` (:func:`resolve_split`).
+
+    Every checkpoint records it (its training configuration holds the three); evaluation,
+    the chapters and the preprocessing statistics resolve held-out cases through
+    :meth:`resolve` of the training run's reference, so a test case is never a training case.
+    """
+
+    split_file: str | None = None
+    fold: int = 0
+    seed: int = 0
+
+    @classmethod
+    def of(cls, config: Mapping | None) -> SplitRef:
+        """The reference of a training configuration (a ``TrainConfig.as_dict()`` or the one a
+        checkpoint recorded); the defaults (fold 0, seed 0) for ``None`` or ``{}``."""
+        config = config or {}
+        split_file = config.get("split_file")
+        return cls(None if split_file is None else str(split_file), int(config.get("fold", 0)),
+                   int(config.get("seed", 0)))
+
+    def replace(self, **changes) -> SplitRef:
+        """This reference with some fields set (``None`` values are ignored)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def resolve(self, name: str, available) -> dict[str, list[str]]:
+        """The split of dataset ``name`` over the cases ``available``."""
+        return resolve_split(name, available, split_file=self.split_file, fold=self.fold,
+                             seed=self.seed)

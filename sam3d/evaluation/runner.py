@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.click_store import load_clicks, save_clicks
+from ..data.click_store import ClickSet, load_clicks, save_clicks
 from ..data.io import load_volume
 from ..data.layout import read_index
 from ..data.specs import DatasetSpec
-from ..data.splits import resolve_split
+from ..data.splits import SplitRef
 from ..inference.geometry import save_mask
 from ..inference.predictor import Predictor
 from .protocol import EvalSettings, area_under_curve, evaluate_case
@@ -33,23 +33,21 @@ ROW_FIELDS = ("case", "k", "mode", "position", "position_fallback", "clicks", "c
 
 def evaluate_dataset(model, spec: DatasetSpec, data_dir: str | Path, out_dir: str | Path,
                      settings: EvalSettings, *, part: str = "test", ids: list[str] | None = None,
-                     split_file: str | Path | None = None, clicks: str | Path | None = None,
+                     split: SplitRef | None = None, clicks: str | Path | None = None,
                      save_masks: bool = False, overwrite: bool = False, device="cpu",
-                     progress: bool = True, split_seed: int | None = None) -> dict:
+                     progress: bool = True) -> dict:
     """Run :func:`evaluate_case` over a split; returns the summary rows and file paths.
 
-    The split is ``ids``, else ``split_file``, else the official fold, else the seeded split of
-    :func:`~sam3d.data.splits.resolve_split` with ``split_seed`` — give the *training* run's
-    seed there (the CLI reads it from the checkpoint), or a test case may be one the model was
-    trained on. ``None`` falls back to ``settings.seed`` (the click seed).
+    The cases are ``ids``, else ``part`` of ``split`` — give the *training* run's reference
+    (:func:`sam3d.checkpoint.split_reference`: its split file, fold and seed), or a test case
+    may be one the model was trained on; ``None`` is the default reference (fold 0, seed 0).
     """
     out = Path(out_dir)
     if (out / "per_case.csv").exists() and not overwrite:
         raise FileExistsError(f"{out} already holds results; choose another folder or overwrite")
     index = read_index(data_dir)
     if ids is None:
-        seed = settings.seed if split_seed is None else split_seed
-        ids = resolve_split(spec.name, index.case_ids(), split_file=split_file, seed=seed)[part]
+        ids = (split or SplitRef()).resolve(spec.name, index.case_ids())[part]
     unknown = [i for i in ids if i not in index.cases]
     if unknown:
         raise KeyError(f"{index.root}: unknown case(s) {unknown[:5]}")
@@ -141,3 +139,111 @@ def write_csv(path: Path, rows: list[dict], fields) -> Path:
         w.writerows({k: r.get(k) for k in fields} for r in rows)
     tmp.replace(path)
     return path
+
+
+#: how the official protocol's clicks are stored in clicks.json
+OFFICIAL_SPACE = "DHW voxel indices of the official 1 mm grid (raw array transposed by spatial_index)"
+
+
+def official_seed(seed: int, case_id: str, k: int) -> int:
+    """The legacy-RNG seed of one case's official click draw: a hash of (seed, case, k), so a
+    run is replayable and every case and k draws independently."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{int(seed)}/{case_id}/k{int(k)}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def evaluate_dataset_official(model, dataset: str, data_dir: str | Path, out_dir: str | Path, *,
+                              ks=(1, 3, 10), seed: int = 0, ids: list[str] | None = None,
+                              part: str = "test", split: SplitRef | None = None,
+                              clicks: str | Path | None = None,
+                              save_masks: bool = False, overwrite: bool = False, device="cpu",
+                              progress: bool = True) -> dict:
+    """The official protocol (:mod:`sam3d.evaluation.official`) over a prepared benchmark
+    dataset: each test case's files as stored, ``k`` seeded clicks (:func:`official_seed`),
+    one 128³ ROI; the same files as :func:`evaluate_dataset` (mode ``official``). The cases:
+    ``ids``, else ``part`` of ``split`` (the training run's); ``clicks``: replay a clicks.json."""
+    from .official import evaluate_case as official_case
+    from .official import get_dataset, load_case
+
+    get_dataset(dataset)
+    out = Path(out_dir)
+    if (out / "per_case.csv").exists() and not overwrite:
+        raise FileExistsError(f"{out} already holds results; choose another folder or overwrite")
+    index = read_index(data_dir)
+    if ids is None:
+        ids = (split or SplitRef()).resolve(dataset, index.case_ids())[part]
+    unknown = [i for i in ids if i not in index.cases]
+    if unknown:
+        raise KeyError(f"{index.root}: unknown case(s) {unknown[:5]}")
+    ids = index.lesion_cases(ids)
+    if not ids:
+        raise ValueError(f"{index.root}: no test case with a lesion")
+    replay = {(c.case, c.protocol): c for c in load_clicks(clicks)} if clicks else {}
+    rows, click_sets = [], []
+    out.mkdir(parents=True, exist_ok=True)
+    iterator = ids
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(ids, desc="evaluate (official)", unit="case")
+    import time
+
+    for case_id in iterator:
+        entry = index.cases[case_id]
+        case = load_case(entry.image, entry.label, dataset)
+        for k in ks:
+            protocol = f"official-k{k}"
+            start = time.perf_counter()
+            given = replay.get((case_id, protocol))
+            indices = None if given is None else _indices_of(case.prompt, given.points)
+            res = official_case(model, entry.image, entry.label, dataset, k=k,
+                                seed=official_seed(seed, case_id, k), click_indices=indices,
+                                device=device, case=case)
+            rows.append({"case": case_id, "k": k, "mode": "official", "position": "random",
+                         "position_fallback": False,
+                         "clicks": ";".join(",".join(map(str, p)) for p in res["clicks"]),
+                         "clicks_used": len(res["clicks"]), "dice": res["dice"],
+                         "nsd": res["nsd"], "seconds": time.perf_counter() - start})
+            click_sets.append(ClickSet(case_id, [tuple(int(v) for v in p) for p in res["clicks"]],
+                                       [True] * len(res["clicks"]), protocol,
+                                       official_seed(seed, case_id, k), case.prompt.shape,
+                                       OFFICIAL_SPACE))
+            if save_masks:
+                (out / "masks").mkdir(exist_ok=True)
+                _save_official_mask(res["mask"], entry.label, dataset,
+                                    out / "masks" / f"{case_id}_k{k}_official.nii.gz")
+    summary = summarise(rows)
+    write_csv(out / "per_case.csv", rows, ROW_FIELDS)
+    write_csv(out / "summary.csv", summary, list(summary[0]))
+    save_clicks(out / "clicks.json", click_sets)
+    return {"summary": summary, "rows": rows, "refinement": [],
+            "files": {"per_case": out / "per_case.csv", "summary": out / "summary.csv",
+                      "clicks": out / "clicks.json"}}
+
+
+def _indices_of(prompt: np.ndarray, points) -> list[int]:
+    """The foreground indices (C order) of replayed click voxels on the prompt grid."""
+    flat_fg = np.flatnonzero(prompt)
+    flat = np.ravel_multi_index(np.asarray(points, dtype=np.int64).T, prompt.shape)
+    where = np.searchsorted(flat_fg, flat)
+    if (where >= len(flat_fg)).any() or not np.array_equal(flat_fg[np.minimum(
+            where, len(flat_fg) - 1)], flat):
+        raise ValueError("replayed clicks are not lesion voxels of this case's prompt grid")
+    return where.tolist()
+
+
+def _save_official_mask(mask: np.ndarray, label_file: Path, dataset: str, path: Path) -> None:
+    """The mask (``D0×H0×W0``, the label transposed by ``spatial_index``) back in the label
+    file's own array order and geometry, written atomically."""
+    import nibabel as nib
+
+    from .official import get_dataset
+
+    order = np.argsort(get_dataset(dataset).spatial_index)
+    ref = nib.load(str(label_file))
+    img = nib.Nifti1Image(np.transpose(mask, order).astype(np.uint8), ref.affine)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.nii.gz")
+    nib.save(img, tmp)
+    tmp.replace(path)

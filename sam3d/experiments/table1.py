@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..checkpoint import read_checkpoint_file, split_reference
 from ..reference import DATASET_COLUMNS, paper_metric, paper_rows
 
 DATASETS = tuple(DATASET_COLUMNS)  # kits, pancreas, lits, colon
@@ -123,8 +124,9 @@ def promptable_rows(checkpoint: str | Path, data_dir: str | Path, out_dir: str |
                     sam_checkpoint: str | Path | None = None, spec_dataset: str | None = None,
                     device: str = "cpu") -> list[dict]:
     """Our model with k clicks per volume (official ROI protocol) on ``part`` (or ``ids``) of
-    the prepared dataset ``data_dir``; rows "3DSAM-adapter, k pt/volume". Results (per case,
-    clicks) are written to ``out_dir`` (replaced: the run is seeded)."""
+    the prepared dataset ``data_dir`` (the checkpoint's training split); rows "3DSAM-adapter,
+    k pt/volume". Results (per case, clicks) are written to ``out_dir`` (replaced: the run is
+    seeded)."""
     from ..evaluation.protocol import EvalSettings
     from ..evaluation.runner import evaluate_dataset
     from ..inference.predict import load_for_inference
@@ -133,6 +135,7 @@ def promptable_rows(checkpoint: str | Path, data_dir: str | Path, out_dir: str |
                                      data_dir=data_dir)
     settings = EvalSettings(ks=check_ks(ks), modes=("roi",), seed=seed)
     res = evaluate_dataset(model, spec, data_dir, out_dir, settings, part=part, ids=ids,
+                           split=split_reference(read_checkpoint_file(checkpoint)),
                            overwrite=True, device=device, progress=False)
     return _summary_rows(res["summary"], "3DSAM-adapter", dataset, run or str(checkpoint),
                          "volume")
@@ -143,7 +146,8 @@ def automatic_rows(checkpoint: str | Path, data_dir: str | Path, out_dir: str | 
                    ids: list[str] | None = None, seed: int = 0, device: str = "cpu",
                    ) -> list[dict]:
     """A prompt-free model (``sam3d evaluate --mode auto``: sliding windows over the whole
-    volume, no clicks) on ``part`` of ``data_dir``; one row with prompt "none"."""
+    volume, no clicks) on ``part`` of ``data_dir`` (the checkpoint's training split); one row
+    with prompt "none"."""
     from ..evaluation.protocol import EvalSettings
     from ..evaluation.runner import evaluate_dataset
     from ..inference.predict import load_for_inference
@@ -153,6 +157,7 @@ def automatic_rows(checkpoint: str | Path, data_dir: str | Path, out_dir: str | 
     model, spec = load_for_inference(checkpoint, None, None, device, data_dir=data_dir)
     settings = EvalSettings(ks=(1,), modes=("auto",), seed=seed)
     res = evaluate_dataset(model, spec, data_dir, out_dir, settings, part=part, ids=ids,
+                           split=split_reference(read_checkpoint_file(checkpoint)),
                            overwrite=True, device=device, progress=False)
     return _summary_rows(res["summary"], method, dataset, run or str(checkpoint), None)
 

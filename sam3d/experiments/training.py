@@ -21,7 +21,7 @@ from pathlib import Path
 from ..checkpoint import CheckpointError, read_checkpoint_file, recorded_training_config
 from ..config import CONFIGS
 from ..data.layout import read_index
-from ..data.splits import resolve_split
+from ..data.splits import SplitRef
 from ..engine.cached import DONE, run_dir, trained_checkpoint
 from ..engine.config import TrainConfig, load_config
 from ..engine.loop import read_metrics
@@ -127,8 +127,7 @@ def held_out_ids(cfg: TrainConfig, data_dir: str | Path | None = None) -> list[s
     """The test cases of the split the run trained with (same split file, fold and seed), so
     the evaluation never sees a training case, whatever seed the clicks use."""
     index = read_index(project_path(data_dir or cfg.data_dir))
-    split = resolve_split(cfg.dataset, index.case_ids(), split_file=cfg.split_file,
-                          fold=cfg.fold, seed=cfg.seed)
+    split = SplitRef.of(cfg.as_dict()).resolve(cfg.dataset, index.case_ids())
     if not split["test"]:
         raise ValueError(f"{index.root}: the split has no test case")
     return split["test"]

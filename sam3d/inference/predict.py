@@ -22,9 +22,12 @@ import torch
 
 from ..checkpoint import (
     CheckpointError,
+    is_official_checkpoint,
     load_checkpoint,
+    load_official_checkpoint,
     read_checkpoint_file,
     recorded_training_config,
+    split_reference,
 )
 from ..data.clicks import check_clicks
 from ..data.io import Volume, load_volume
@@ -45,7 +48,9 @@ class PredictResult:
 def load_for_inference(checkpoint: str | Path, sam_checkpoint: str | Path | None = None,
                        dataset: str | None = None, device="cpu",
                        data_dir: str | Path | None = None):
-    """Model and preprocessing spec from a sam3d (training) checkpoint.
+    """Model and preprocessing spec from a sam3d (training) checkpoint, or from one of the
+    authors' released checkpoints (detected by its ``encoder_dict``/``feature_dict``/
+    ``decoder_dict``; ``dataset`` required, since it records none).
 
     The preprocessing constants are those the checkpoint was trained with; ``dataset`` names a
     registered spec to use instead. A checkpoint without recorded constants and a dataset
@@ -58,6 +63,8 @@ def load_for_inference(checkpoint: str | Path, sam_checkpoint: str | Path | None
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     ckpt = read_checkpoint_file(path)
+    if is_official_checkpoint(ckpt):
+        return _official_model(ckpt, path, sam_checkpoint, dataset, device)
     if sam_checkpoint is None and isinstance(ckpt, dict) and ckpt.get("sam_checkpoint_sha256"):
         sam_checkpoint = recorded_sam_file(ckpt)
     model = load_checkpoint(path, sam_checkpoint=sam_checkpoint)
@@ -73,8 +80,27 @@ def load_for_inference(checkpoint: str | Path, sam_checkpoint: str | Path | None
     except ValueError:
         if fallback is None or data_dir is None:
             raise
-        spec = _statistics_from(fallback, data_dir)
+        spec = _statistics_from(fallback, data_dir, split_reference(ckpt))
     return model.to(device).eval(), spec
+
+
+def _official_model(ckpt: dict, path: Path, sam_checkpoint, dataset: str | None, device):
+    """An authors' checkpoint (``encoder_dict``/``feature_dict``/``decoder_dict``, the
+    ``vit_b`` model): it holds every weight and records no dataset, so ``dataset`` names the
+    preprocessing constants."""
+    from ..data.specs import SPECS
+
+    if sam_checkpoint is not None:
+        raise CheckpointError(f"{path} is an official 3DSAM-adapter checkpoint, which holds every "
+                              "weight: load it without a SAM checkpoint")
+    if dataset is None or dataset not in SPECS or not SPECS[dataset].has_statistics:
+        raise CheckpointError(f"{path} is an official 3DSAM-adapter checkpoint, which records no "
+                              "dataset: name it (--dataset kits|lits|pancreas|colon)")
+    try:
+        model = load_official_checkpoint(ckpt)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    return model.to(device).eval(), get_spec(dataset)
 
 
 def recorded_sam_file(ckpt: dict) -> Path | None:
@@ -89,13 +115,13 @@ def recorded_sam_file(ckpt: dict) -> Path | None:
     return path if path.is_file() else None
 
 
-def _statistics_from(spec: DatasetSpec, data_dir: str | Path) -> DatasetSpec:
+def _statistics_from(spec: DatasetSpec, data_dir: str | Path, split) -> DatasetSpec:
+    """The statistics the trainer computed: over the training cases of the run's ``split``."""
     from ..data.layout import read_index
     from ..data.pipeline import spec_with_statistics
-    from ..data.splits import resolve_split
 
     index = read_index(data_dir)
-    train = resolve_split(spec.name, index.case_ids())["train"]
+    train = split.resolve(spec.name, index.case_ids())["train"]
     return spec_with_statistics(spec, index, index.lesion_cases(train))
 
 

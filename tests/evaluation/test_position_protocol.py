@@ -165,10 +165,9 @@ def test_seeded_split_follows_the_split_seed_not_the_click_seed(tmp_path) -> Non
     from sam3d.data.layout import read_index
     from sam3d.data.phantoms import PhantomSpec, write_phantom_dataset
     from sam3d.data.specs import get_spec
-    from sam3d.data.splits import resolve_split
+    from sam3d.data.splits import SplitRef, resolve_split
     from sam3d.evaluation.protocol import EvalSettings
     from sam3d.evaluation.runner import evaluate_dataset
-
 
     root = tmp_path / "ph"
     write_phantom_dataset(root, 10, seed=0, spec=PhantomSpec(shape=(40, 40, 32), difficulty=0.0))
@@ -177,5 +176,6 @@ def test_seeded_split_follows_the_split_seed_not_the_click_seed(tmp_path) -> Non
     assert resolve_split("phantoms", ids, seed=7)["test"] != want  # the seeds do differ here
     spec = get_spec("phantoms", window=(-1000.0, 1000.0), mean=0.0, std=1.0)
     res = evaluate_dataset(CubeModel(), spec, root, tmp_path / "out",
-                           EvalSettings(ks=(1,), seed=7), split_seed=0, progress=False)
+                           EvalSettings(ks=(1,), seed=7), split=SplitRef(seed=0),
+                           progress=False)
     assert sorted({r["case"] for r in res["rows"]}) == sorted(read_index(root).lesion_cases(want))
