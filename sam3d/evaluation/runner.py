@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,27 +43,10 @@ def evaluate_dataset(model, spec: DatasetSpec, data_dir: str | Path, out_dir: st
     (:func:`sam3d.checkpoint.split_reference`: its split file, fold and seed), or a test case
     may be one the model was trained on; ``None`` is the default reference (fold 0, seed 0).
     """
-    out = Path(out_dir)
-    if (out / "per_case.csv").exists() and not overwrite:
-        raise FileExistsError(f"{out} already holds results; choose another folder or overwrite")
-    index = read_index(data_dir)
-    if ids is None:
-        ids = (split or SplitRef()).resolve(spec.name, index.case_ids())[part]
-    unknown = [i for i in ids if i not in index.cases]
-    if unknown:
-        raise KeyError(f"{index.root}: unknown case(s) {unknown[:5]}")
-    ids = index.lesion_cases(ids)  # the protocol needs a lesion to click on
-    if not ids:
-        raise ValueError(f"{index.root}: no test case with a lesion")
-    replay = {(c.case, c.protocol): c for c in load_clicks(clicks)} if clicks else None
+    out, index, ids, replay, iterator = _start(out_dir, overwrite, data_dir, spec.name, ids,
+                                               part, split, clicks, progress, "evaluate")
     predictor = Predictor(model, spec, device)
     rows, refinement, click_sets = [], [], []
-    out.mkdir(parents=True, exist_ok=True)
-    iterator = ids
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(ids, desc="evaluate", unit="case")
     for case_id in iterator:
         entry = index.cases[case_id]
         res = evaluate_case(predictor, entry, settings, replay)
@@ -74,12 +58,7 @@ def evaluate_dataset(model, spec: DatasetSpec, data_dir: str | Path, out_dir: st
             (out / "masks").mkdir(exist_ok=True)
             for key, mask in res.masks.items():
                 save_mask(mask, reference, out / "masks" / f"{case_id}_{key}.nii.gz")
-    summary = summarise(rows)
-    write_csv(out / "per_case.csv", rows, ROW_FIELDS)
-    write_csv(out / "summary.csv", summary, list(summary[0]))
-    save_clicks(out / "clicks.json", click_sets)
-    files = {"per_case": out / "per_case.csv", "summary": out / "summary.csv",
-             "clicks": out / "clicks.json"}
+    summary, files = _finish(out, rows, click_sets)
     if refinement:
         ref_summary = summarise_refinement(refinement)
         write_csv(out / "refinement.csv", refinement, list(refinement[0]))
@@ -87,6 +66,43 @@ def evaluate_dataset(model, spec: DatasetSpec, data_dir: str | Path, out_dir: st
         files["refinement"] = out / "refinement.csv"
         files["refinement_summary"] = out / "refinement_summary.csv"
     return {"summary": summary, "rows": rows, "refinement": refinement, "files": files}
+
+
+def _start(out_dir, overwrite: bool, data_dir, dataset: str, ids, part: str,
+           split: SplitRef | None, clicks, progress: bool, desc: str):
+    """Shared set-up of a run: refuse to overwrite results, resolve the cases (``ids``, else
+    ``part`` of ``split``; lesion cases only), read replayed clicks, make the folder.
+    Returns ``(out, index, ids, replay, iterator)``."""
+    out = Path(out_dir)
+    if (out / "per_case.csv").exists() and not overwrite:
+        raise FileExistsError(f"{out} already holds results; choose another folder or overwrite")
+    index = read_index(data_dir)
+    if ids is None:
+        ids = (split or SplitRef()).resolve(dataset, index.case_ids())[part]
+    unknown = [i for i in ids if i not in index.cases]
+    if unknown:
+        raise KeyError(f"{index.root}: unknown case(s) {unknown[:5]}")
+    ids = index.lesion_cases(ids)  # the protocol needs a lesion to click on
+    if not ids:
+        raise ValueError(f"{index.root}: no test case with a lesion")
+    replay = {(c.case, c.protocol): c for c in load_clicks(clicks)} if clicks else None
+    out.mkdir(parents=True, exist_ok=True)
+    iterator = ids
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(ids, desc=desc, unit="case")
+    return out, index, ids, replay, iterator
+
+
+def _finish(out: Path, rows: list[dict], click_sets: list) -> tuple[list[dict], dict]:
+    """Write per_case.csv, summary.csv and clicks.json; returns (summary rows, file paths)."""
+    summary = summarise(rows)
+    write_csv(out / "per_case.csv", rows, ROW_FIELDS)
+    write_csv(out / "summary.csv", summary, list(summary[0]))
+    save_clicks(out / "clicks.json", click_sets)
+    return summary, {"per_case": out / "per_case.csv", "summary": out / "summary.csv",
+                     "clicks": out / "clicks.json"}
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -168,28 +184,10 @@ def evaluate_dataset_official(model, dataset: str, data_dir: str | Path, out_dir
     from .official import get_dataset, load_case
 
     get_dataset(dataset)
-    out = Path(out_dir)
-    if (out / "per_case.csv").exists() and not overwrite:
-        raise FileExistsError(f"{out} already holds results; choose another folder or overwrite")
-    index = read_index(data_dir)
-    if ids is None:
-        ids = (split or SplitRef()).resolve(dataset, index.case_ids())[part]
-    unknown = [i for i in ids if i not in index.cases]
-    if unknown:
-        raise KeyError(f"{index.root}: unknown case(s) {unknown[:5]}")
-    ids = index.lesion_cases(ids)
-    if not ids:
-        raise ValueError(f"{index.root}: no test case with a lesion")
-    replay = {(c.case, c.protocol): c for c in load_clicks(clicks)} if clicks else {}
+    out, index, ids, replay, iterator = _start(out_dir, overwrite, data_dir, dataset, ids, part,
+                                               split, clicks, progress, "evaluate (official)")
+    replay = replay or {}
     rows, click_sets = [], []
-    out.mkdir(parents=True, exist_ok=True)
-    iterator = ids
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(ids, desc="evaluate (official)", unit="case")
-    import time
-
     for case_id in iterator:
         entry = index.cases[case_id]
         case = load_case(entry.image, entry.label, dataset)
@@ -214,13 +212,8 @@ def evaluate_dataset_official(model, dataset: str, data_dir: str | Path, out_dir
                 (out / "masks").mkdir(exist_ok=True)
                 _save_official_mask(res["mask"], entry.label, dataset,
                                     out / "masks" / f"{case_id}_k{k}_official.nii.gz")
-    summary = summarise(rows)
-    write_csv(out / "per_case.csv", rows, ROW_FIELDS)
-    write_csv(out / "summary.csv", summary, list(summary[0]))
-    save_clicks(out / "clicks.json", click_sets)
-    return {"summary": summary, "rows": rows, "refinement": [],
-            "files": {"per_case": out / "per_case.csv", "summary": out / "summary.csv",
-                      "clicks": out / "clicks.json"}}
+    summary, files = _finish(out, rows, click_sets)
+    return {"summary": summary, "rows": rows, "refinement": [], "files": files}
 
 
 def _indices_of(prompt: np.ndarray, points) -> list[int]:
