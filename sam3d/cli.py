@@ -73,6 +73,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .evaluation.runner import evaluate_dataset
     from .inference.predict import load_for_inference
 
+    args.protocol = args.protocol or _recorded_protocol(args.checkpoint)
     if args.protocol == "official":
         _check_official_flags(args)
     model, spec = load_for_inference(args.checkpoint, args.sam_checkpoint, args.dataset,
@@ -106,6 +107,19 @@ def _evaluate(args: argparse.Namespace) -> int:
               f" ± {row['dice_std']:.4f}  NSD {row['nsd_mean']:.4f} ± {row['nsd_std']:.4f}")
     print(f"results: {args.out}")
     return 0
+
+
+def _recorded_protocol(checkpoint: str) -> str:
+    """"official" for a model trained with ``preprocessing: official`` (it only knows that
+    layout), else "sam3d"."""
+    from pathlib import Path
+
+    from .checkpoint import read_checkpoint_file, recorded_training_config
+
+    if not Path(checkpoint).is_file():
+        return "sam3d"  # loading it reports the problem
+    recorded = recorded_training_config(read_checkpoint_file(checkpoint))
+    return "official" if recorded.get("preprocessing") == "official" else "sam3d"
 
 
 def _split_of(args: argparse.Namespace):
@@ -215,10 +229,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split-file", default=None,
                     help="a sam3d-split/1 file (default: the training run's, if it had one)")
     ev.add_argument("--k", type=int, nargs="+", default=[1, 3, 10], help="clicks per case")
-    ev.add_argument("--protocol", choices=("sam3d", "official"), default="sam3d",
+    ev.add_argument("--protocol", choices=("sam3d", "official"), default=None,
                     help="official: the authors' test.py path on the files as stored (raw axis "
                          "order, their resampling, one 128³ ROI; kits, lits, pancreas, colon); "
-                         "sam3d: canonical orientation, MONAI resampling, any files")
+                         "sam3d: canonical orientation, MONAI resampling, any files (default: "
+                         "official for a model trained with preprocessing: official, else sam3d)")
     ev.add_argument("--mode", choices=("roi", "sliding", "both", "auto"), default=None,
                     help="sam3d protocol: roi, sliding, both (default) or auto (prompt-free "
                          "models: whole volume, no clicks); the official protocol is roi")

@@ -14,6 +14,10 @@ Differences from the official code, on purpose:
   interpolated trilinearly and thresholded at 0.5, as the official code does). The official
   two-step resize for volumes with spacing ratio > 8 is not reproduced.
 
+``preprocessing="official"`` (the recipe key ``preprocessing: official``) replaces both with the
+official loader's raw axis order and ``F.interpolate`` resampling (:class:`OfficialLoadd`), so a
+model trained by sam3d sees volumes laid out as the released checkpoints saw them.
+
 The deterministic prefix (load, orient, resample, binarise, clip) comes first, so MONAI's
 ``PersistentDataset`` caches it and an epoch does not redo the resampling.
 """
@@ -47,10 +51,13 @@ from monai.transforms import (
 )
 
 from .io import VolumeError, check_pair, load_volume
+from .official import OfficialError, get_dataset, read_volume, resample_image, resize_label
 from .specs import DatasetSpec
 
 KEYS = ("image", "label")
 MODES = ("train", "val", "test")
+#: how volumes are read and resampled: sam3d's canonical way, or the official loader's
+PREPROCESSING = ("sam3d", "official")
 
 
 class LoadCased(MapTransform):
@@ -76,6 +83,43 @@ class LoadCased(MapTransform):
             target = int(d.get("target", self.default_target))
             d["label"] = _meta((label.array == target).astype(np.float32), label.affine,
                                label.path)
+        return d
+
+
+class OfficialLoadd(MapTransform):
+    """Read image + label as the official loader does (:mod:`sam3d.data.official`): the raw
+    array transposed by the dataset's ``spatial_index``, the image resampled to 1 mm with
+    ``F.interpolate``; the label binarised to the target and resampled the same way (train,
+    val: trilinear, thresholded at 0.5 next) or nearest-resized to the image grid (test: the
+    official prompt grid). Output: 1×D×H×W float32 MetaTensors, already in (D, H, W) order at
+    1 mm (identity affine: the official path ignores the file's geometry)."""
+
+    def __init__(self, dataset: str, mode: str):
+        super().__init__(KEYS, allow_missing_keys=True)
+        self.dataset = get_dataset(dataset)
+        self.mode = mode
+
+    def __call__(self, data: dict) -> dict:
+        d = dict(data)
+        order = self.dataset.spatial_index
+        try:
+            raw, zooms = read_volume(d["image"], order, "image")
+            image = resample_image(raw, zooms)[0]
+            label = None
+            if d.get("label") is not None:
+                lab, _ = read_volume(d["label"], order, "label")
+                if lab.shape != raw.shape:
+                    raise OfficialError(f"{d['label']}: label grid {lab.shape} differs from the "
+                                        f"image's {raw.shape}")
+                target = (lab == int(d.get("target", self.dataset.target))).astype(np.float32)
+                label = (resize_label(target, tuple(image.shape[1:])).astype(np.float32)
+                         if self.mode == "test" else resample_image(target, zooms)[0, 0].numpy())
+        except OfficialError as exc:
+            raise VolumeError(d.get("case", d["image"]), str(exc)) from None
+        eye = np.eye(4)
+        d["image"] = _meta(image[0].numpy(), eye, str(d["image"]))
+        if label is not None:
+            d["label"] = _meta(label, eye, str(d["label"]))
         return d
 
 
@@ -119,20 +163,28 @@ class Above:
         return x > self.value
 
 
-def deterministic_prefix(spec: DatasetSpec, mode: str, keys=KEYS) -> list:
-    """Load → orient (RAS) → resample to ``spec.spacing`` mm → (D,H,W) axes → clip."""
+def deterministic_prefix(spec: DatasetSpec, mode: str, keys=KEYS,
+                         preprocessing: str = "sam3d") -> list:
+    """Load → orient (RAS) → resample to ``spec.spacing`` mm → (D,H,W) axes → clip; with
+    ``preprocessing="official"`` load → the official axis order and resampling
+    (:class:`OfficialLoadd`) → clip."""
     lo, hi = _window(spec)
+    clip = ScaleIntensityRanged(keys="image", a_min=lo, a_max=hi, b_min=lo, b_max=hi, clip=True)
+    binarise = AsDiscreted(keys="label", threshold=0.5, allow_missing_keys=True)
+    if preprocessing == "official":
+        return [OfficialLoadd(spec.name, mode), binarise, clip]
+    if preprocessing != "sam3d":
+        raise ValueError(f"preprocessing must be one of {PREPROCESSING}, got {preprocessing!r}")
     label_mode = "nearest" if mode == "test" else "bilinear"
-    steps = [
+    return [
         LoadCased(spec.target),
         Orientationd(keys=keys, axcodes="RAS", labels=None, allow_missing_keys=True),
         Spacingd(keys=keys, pixdim=spec.spacing, mode=("bilinear", label_mode),
                  dtype=np.float32, allow_missing_keys=True),
-        AsDiscreted(keys="label", threshold=0.5, allow_missing_keys=True),
+        binarise,
         Transposed(keys=keys, indices=(0, 3, 2, 1), allow_missing_keys=True),
-        ScaleIntensityRanged(keys="image", a_min=lo, a_max=hi, b_min=lo, b_max=hi, clip=True),
+        clip,
     ]
-    return steps
 
 
 def augmentation(spec: DatasetSpec) -> list:
@@ -150,7 +202,7 @@ def augmentation(spec: DatasetSpec) -> list:
 
 
 def build_transforms(spec: DatasetSpec, mode: str, crop: int = 128, seed: int | None = None,
-                     ) -> Chain:
+                     preprocessing: str = "sam3d") -> Chain:
     """The transform chain of ``mode`` ("train", "val" or "test") for a ``crop``³ model.
 
     train: ±20 HU shift (p 0.5) → crop to the body (> window minimum) → z-score → augmentation
@@ -158,6 +210,9 @@ def build_transforms(spec: DatasetSpec, mode: str, crop: int = 128, seed: int | 
     each axis (p 0.5) → 0–3 quarter turns in the D–H plane (p 0.5) → channel ×3.
     val: pad → lesion-centred ``crop``³ → z-score → channel ×3.
     test: the whole volume, z-scored, channel ×3 (label resampled with nearest neighbour).
+    ``preprocessing``: "sam3d" (canonical RAS, MONAI resampling) or "official" (the authors'
+    raw axis order and ``F.interpolate``, as the released checkpoints saw the volumes; the
+    four benchmarks only) — the steps after the deterministic prefix are the same.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -168,7 +223,7 @@ def build_transforms(spec: DatasetSpec, mode: str, crop: int = 128, seed: int | 
                          "sam3d.data.stats.compute_statistics and spec.with_statistics(...)")
     lo, _ = _window(spec)
     zscore = NormalizeIntensityd(keys="image", subtrahend=spec.mean, divisor=spec.std)
-    steps = deterministic_prefix(spec, mode)
+    steps = deterministic_prefix(spec, mode, preprocessing=preprocessing)
     if mode == "train":
         big = round(1.2 * crop)
         steps += [

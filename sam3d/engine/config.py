@@ -16,7 +16,9 @@ import yaml
 
 from ..baselines.networks import BASELINES
 from ..config import CONFIGS, TUNING_POLICIES
+from ..data.official import OFFICIAL
 from ..data.specs import SPECS
+from ..data.transforms import PREPROCESSING
 
 #: what ``TrainConfig.model`` may name: our model, or a supervised baseline
 MODELS = ("sam3d", *BASELINES)
@@ -47,6 +49,10 @@ class TrainConfig:
     Runtime: ``seed``, ``workers``, ``device`` ("auto", "cpu", "cuda"), ``bf16``,
     ``grad_checkpointing``, ``out_dir``, ``max_minutes`` (stop after the epoch that passes it),
     ``progress`` (tqdm bars), ``tensorboard``.
+    ``preprocessing``: how volumes are read: "sam3d" (canonical RAS, MONAI resampling) or
+    "official" (the authors' raw axis order and ``F.interpolate``, as the released
+    checkpoints saw them; kits, lits, pancreas, colon only; evaluate it with
+    ``--protocol official``, the default for such a checkpoint).
     ``rehearsal``: set by :func:`load_config` when the run is a full-mode rehearsal
     (:mod:`sam3d.rehearsal`: the recipe shrunk in size only); recorded, so its checkpoints
     and outputs are labelled as such.
@@ -89,6 +95,7 @@ class TrainConfig:
     progress: bool = True
     tensorboard: bool = True
     rehearsal: bool = False
+    preprocessing: str = "sam3d"
 
     def __post_init__(self):
         def need(cond: bool, msg: str) -> None:
@@ -132,6 +139,11 @@ class TrainConfig:
              f"device must be auto, cpu or cuda[:N], got {self.device!r}")
         need(self.max_minutes is None or self.max_minutes > 0, "max_minutes must be > 0")
         need(0.0 <= self.phantom_difficulty <= 1.0, "phantom_difficulty must be in [0, 1]")
+        need(self.preprocessing in PREPROCESSING,
+             f"preprocessing must be one of {PREPROCESSING}, got {self.preprocessing!r}")
+        need(self.preprocessing == "sam3d" or self.dataset in OFFICIAL,
+             f"preprocessing: official reads the four benchmarks ({sorted(OFFICIAL)}) as the "
+             f"authors do; dataset {self.dataset!r} needs preprocessing: sam3d")
         object.__setattr__(self, "phantom_shape", tuple(int(s) for s in self.phantom_shape))
 
     def replace(self, **changes) -> TrainConfig:

@@ -30,7 +30,7 @@ from ..data.layout import read_index
 from ..data.phantoms import PhantomSpec, write_phantom_dataset
 from ..data.pipeline import build_dataset, spec_with_statistics
 from ..data.specs import get_spec
-from ..data.splits import resolve_split
+from ..data.splits import SplitRef
 from .config import TrainConfig
 from .distributed import DistContext, setup_distributed
 from .optim import build_optimizer, clip_per_group
@@ -93,14 +93,13 @@ class Trainer:
             write_phantom_dataset(cfg.data_dir, cfg.phantoms, seed=cfg.seed, spec=spec)
         self.dist.barrier()
         index = read_index(cfg.data_dir)
-        split = resolve_split(cfg.dataset, index.case_ids(), split_file=cfg.split_file,
-                              fold=cfg.fold, seed=cfg.seed)
+        split = SplitRef.of(cfg.as_dict()).resolve(cfg.dataset, index.case_ids())
         # statistics (constants, or computed over the training split) are fixed once here and
         # stored in every checkpoint, so prediction preprocesses exactly as training did
         self.spec = spec_with_statistics(get_spec(cfg.dataset), index,
                                          index.lesion_cases(split["train"]), cfg.cache_dir)
         kw = {"crop": crop, "split_file": cfg.split_file, "fold": cfg.fold, "seed": cfg.seed,
-              "cache_dir": cfg.cache_dir}
+              "cache_dir": cfg.cache_dir, "preprocessing": cfg.preprocessing}
         return (build_dataset(cfg.data_dir, self.spec, "train", **kw),
                 build_dataset(cfg.data_dir, self.spec, "val", **kw))
 

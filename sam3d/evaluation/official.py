@@ -35,59 +35,23 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.losses import DiceLoss
 from monai.transforms import NormalizeIntensity, ScaleIntensityRange
 
-from ..data.specs import SPECS
+from ..data.official import (
+    OFFICIAL, OfficialDataset, OfficialError, get_dataset, read_volume, resample_image,
+    resize_label,
+)
 from .metrics import nsd as surface_dice
 
 ROI = 128
 TOLERANCE_MM = 5.0
-TWO_STEP_RATIO = 8.0
 
-__all__ = ["OFFICIAL", "OfficialDataset", "OfficialError", "evaluate_case", "load_case",
-           "roi_of", "sample_clicks", "score"]
-
-
-class OfficialError(ValueError):
-    """Input the official protocol cannot score (unknown dataset, empty label, bad clicks)."""
-
-
-@dataclass(frozen=True)
-class OfficialDataset:
-    """What ``test.py`` hard-codes per dataset: axis order, target label and intensity."""
-
-    name: str
-    spatial_index: tuple[int, int, int]
-    target: int
-    window: tuple[float, float]
-    mean: float
-    std: float
-
-
-def _official(name: str, spatial_index: tuple[int, int, int]) -> OfficialDataset:
-    spec = SPECS[name]  # the one registry of the official constants
-    return OfficialDataset(name, spatial_index, spec.target, spec.window, spec.mean, spec.std)
-
-
-OFFICIAL: dict[str, OfficialDataset] = {
-    "kits": _official("kits", (0, 1, 2)),  # KiTS21 files are stored (z, y, x)
-    "lits": _official("lits", (2, 1, 0)),  # MSD-style files are stored (x, y, z)
-    "pancreas": _official("pancreas", (2, 1, 0)),
-    "colon": _official("colon", (2, 1, 0)),
-}
-
-
-def get_dataset(name: str) -> OfficialDataset:
-    try:
-        return OFFICIAL[name]
-    except KeyError:
-        raise OfficialError(f"the official protocol knows the datasets {sorted(OFFICIAL)}, "
-                            f"not {name!r} (use --protocol sam3d for other data)") from None
+__all__ = ["OFFICIAL", "OfficialDataset", "OfficialError", "evaluate_case", "get_dataset",
+           "load_case", "roi_of", "sample_clicks", "score"]
 
 
 @dataclass
@@ -100,40 +64,11 @@ class OfficialCase:
     prompt: np.ndarray  # D×H×W bool: the label nearest-resized to the image grid
 
 
-def _read(path: str | Path, spatial_index: tuple[int, int, int], what: str
-          ) -> tuple[np.ndarray, tuple[float, float, float]]:
-    try:
-        img = nib.load(str(path))
-        data = np.asarray(img.get_fdata(), dtype=np.float32)
-    except Exception as exc:  # unreadable, truncated, not NIfTI
-        raise OfficialError(f"{path}: cannot read the {what} ({type(exc).__name__}: {exc})"
-                            ) from None
-    if data.ndim != 3:
-        raise OfficialError(f"{path}: the {what} must be a 3-D volume, got shape {data.shape}")
-    zooms = np.asarray(img.header.get_zooms()[:3], dtype=np.float32)
-    data[np.isnan(data)] = 0
-    return (np.ascontiguousarray(np.transpose(data, spatial_index)),
-            tuple(float(z) for z in zooms[list(spatial_index)]))
-
-
-def resample_image(image: np.ndarray, zooms: tuple[float, float, float]) -> torch.Tensor:
-    """``D×H×W`` → ``1×1×D'×H'×W'`` at 1 mm, as the official loader resamples (step 3)."""
-    x = torch.from_numpy(image)[None, None]
-    s_d, s_h, s_w = zooms
-    if max(zooms) / min(zooms) > TWO_STEP_RATIO:
-        planes = F.interpolate(x[0].permute(1, 0, 2, 3), scale_factor=(s_h, s_w),
-                               mode="bilinear", align_corners=False)  # D×1×H'×W'
-        x = planes.permute(1, 0, 2, 3)[None]
-        return F.interpolate(x, scale_factor=(s_d, 1.0, 1.0), mode="trilinear",
-                             align_corners=False)
-    return F.interpolate(x, scale_factor=(s_d, s_h, s_w), mode="trilinear", align_corners=False)
-
-
 def load_case(image: str | Path, label: str | Path, dataset: str) -> OfficialCase:
     """Steps 1–5 for one NIfTI pair of ``dataset`` (kits, lits, pancreas, colon)."""
     ds = get_dataset(dataset)
-    raw, zooms = _read(image, ds.spatial_index, "image")
-    lab, _ = _read(label, ds.spatial_index, "label")
+    raw, zooms = read_volume(image, ds.spatial_index, "image")
+    lab, _ = read_volume(label, ds.spatial_index, "label")
     if lab.shape != raw.shape:
         raise OfficialError(f"{label}: label grid {lab.shape} differs from the image's "
                             f"{raw.shape}")
@@ -146,9 +81,7 @@ def load_case(image: str | Path, label: str | Path, dataset: str) -> OfficialCas
     x = ScaleIntensityRange(a_min=lo, a_max=hi, b_min=lo, b_max=hi, clip=True)(x)
     x = NormalizeIntensity(subtrahend=ds.mean, divisor=ds.std)(x)
     x = torch.as_tensor(x, dtype=torch.float32).repeat(3, 1, 1, 1)[None]
-    size = tuple(int(n) for n in x.shape[2:])
-    grid = F.interpolate(torch.from_numpy(target.astype(np.float32))[None, None], size=size,
-                         mode="nearest")[0, 0].numpy() > 0.5
+    grid = resize_label(target, tuple(x.shape[2:]))
     if not grid.any():
         raise OfficialError(f"{label}: the target vanishes on the 1 mm prompt grid")
     return OfficialCase(x.contiguous(), target, zooms, grid)

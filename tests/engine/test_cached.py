@@ -21,19 +21,22 @@ def test_key_ignores_where_and_how_a_run_reports_but_not_what_it_learns(smoke_cf
 
 
 def test_key_of_a_sam3d_run_is_that_of_before_the_model_setting(smoke_cfg) -> None:
-    """``model``/``crop`` (added for the supervised baselines) and ``rehearsal`` (the full-mode
-    rehearsal) leave the keys of existing sam3d runs as they were; a baseline run and a
-    rehearsal run get their own keys."""
+    """``model``/``crop`` (added for the supervised baselines), ``rehearsal`` (the full-mode
+    rehearsal) and ``preprocessing`` leave the keys of existing sam3d runs as they were; a
+    baseline run, a rehearsal run and an official-layout run get their own keys."""
     import hashlib
 
     doc = {k: v for k, v in smoke_cfg.as_dict().items()
-           if k not in ("out_dir", "progress", "tensorboard", "name", "model", "crop", "rehearsal")}
+           if k not in ("out_dir", "progress", "tensorboard", "name", "model", "crop", "rehearsal",
+                        "preprocessing")}
     before = hashlib.sha256(json.dumps(doc, sort_keys=True, default=list).encode()).hexdigest()
     assert config_key(smoke_cfg) == before[:10]
     baseline = smoke_cfg.replace(model="dynunet_smoke")
     assert config_key(baseline) != config_key(smoke_cfg)
     assert config_key(baseline.replace(crop=32)) != config_key(baseline)
     assert config_key(smoke_cfg.replace(rehearsal=True)) != config_key(smoke_cfg)
+    kits = smoke_cfg.replace(dataset="kits")
+    assert config_key(kits.replace(preprocessing="official")) != config_key(kits)
 
 
 def test_trains_once_then_returns_the_same_checkpoint(smoke_cfg, tmp_path) -> None:

@@ -129,3 +129,40 @@ def test_official_protocol_refuses_datasets_it_does_not_know(tmp_path, capsys):
     code = cli.main(["evaluate", "--protocol", "official", "--checkpoint", str(path),
                      "--data", str(tmp_path / "data"), "--out", str(tmp_path / "o")])
     assert code == 2 and "knows the datasets" in capsys.readouterr().err
+
+
+def test_official_preprocessing_feeds_training_the_official_layout(data, tmp_path, monkeypatch):
+    """``preprocessing: official``: the test chain's image is the official loader's (before its
+    3 channels the same numbers), its label the official prompt grid; a training run with it
+    trains, records it, and is evaluated with the official protocol by default."""
+    from sam3d.data.specs import get_spec
+    from sam3d.data.transforms import build_transforms
+    from sam3d.engine.config import ConfigError, load_config
+
+    from sam3d.data.layout import read_index
+
+    entry = read_index(data / "prepared" / "kits").cases["case_00002"]
+    item = build_transforms(get_spec("kits"), "test", preprocessing="official")(entry.as_dict())
+    official = load_case(entry.image, entry.label, "kits")
+    assert tuple(item["image"].shape) == tuple(official.image.shape[1:])
+    assert float((item["image"].as_tensor() - official.image[0]).abs().max()) <= 1e-5
+    assert np.array_equal(item["label"][0].numpy() > 0.5, official.prompt)
+    train = build_transforms(get_spec("kits"), "train", crop=32, seed=0,
+                             preprocessing="official")(entry.as_dict())[0]
+    assert tuple(train["image"].shape) == (3, 32, 32, 32) and set(np.unique(train["label"])) <= {0, 1}
+    with pytest.raises(ConfigError, match="preprocessing must be one of"):
+        load_config("kits", ["preprocessing=raw"])
+    with pytest.raises(ConfigError, match="needs preprocessing: sam3d"):
+        load_config("smoke_phantoms", ["preprocessing=official"])
+
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    assert cli.main(["train", "--config", "kits", "--set", "rehearsal=true", "--set",
+                     "preprocessing=official", "--set", f"data_dir={data / 'prepared' / 'kits'}",
+                     "--set", "epochs=1", "--set", "progress=false", "--set",
+                     "tensorboard=false", "--out-dir", str(run)]) == 0
+    ckpt = run / "best.pt" if (run / "best.pt").is_file() else run / "last.pt"
+    out = tmp_path / "eval"
+    assert cli.main(["evaluate", "--checkpoint", str(ckpt), "--data",
+                     str(data / "prepared" / "kits"), "--k", "1", "--out", str(out)]) == 0
+    assert {r["mode"] for r in _rows(out / "per_case.csv")} == {"official"}
