@@ -133,28 +133,55 @@ def held_out_ids(cfg: TrainConfig, data_dir: str | Path | None = None) -> list[s
     return split["test"]
 
 
+#: the evaluation protocols a chapter can score with (``sam3d evaluate --protocol``)
+PROTOCOLS = ("sam3d", "official")
+
+
+def chapter_protocol(mode: str, protocol: str | None = None) -> str:
+    """A chapter's ``PROTOCOL``: as given, else "official" in full mode (the paper's datasets,
+    scored the authors' way) and "sam3d" in smoke mode (phantoms and samples)."""
+    if protocol is None:
+        return "official" if mode == "full" else "sam3d"
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"PROTOCOL must be one of {PROTOCOLS} or None, got {protocol!r}")
+    return protocol
+
+
 def evaluate_held_out(checkpoint: str | Path, out_dir: str | Path, *, ks=(1,), modes=("roi",),
                       position: str = "random", refine: int = 0, seed: int = 0,
                       data_dir: str | Path | None = None, device: str = "cpu",
-                      sam_checkpoint: str | Path | None = None) -> dict:
+                      sam_checkpoint: str | Path | None = None,
+                      protocol: str = "sam3d") -> dict:
     """The click protocol on the held-out (test) split of the data the checkpoint trained on.
 
-    ``out_dir`` is rewritten (it holds this chapter's latest results). Returns
-    :func:`sam3d.evaluation.runner.evaluate_dataset`'s dict plus ``"cases"`` and ``"seconds"``.
+    ``protocol``: "sam3d" (:func:`sam3d.evaluation.runner.evaluate_dataset`) or "official"
+    (:func:`~sam3d.evaluation.runner.evaluate_dataset_official`: one ROI, random clicks, no
+    refinement). ``out_dir`` is rewritten (it holds this chapter's latest results). Returns
+    the runner's dict plus ``"cases"`` and ``"seconds"``.
     """
     from ..evaluation.protocol import EvalSettings
-    from ..evaluation.runner import evaluate_dataset
+    from ..evaluation.runner import evaluate_dataset, evaluate_dataset_official
     from ..inference.predict import load_for_inference
 
-    settings = EvalSettings(ks=tuple(ks), modes=tuple(modes), refine=refine, seed=seed,
-                            position=position)
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    if protocol == "official" and (refine or position != "random"):
+        raise ValueError("the official protocol has random clicks and no refinement: use "
+                         "protocol 'sam3d' for click positions and refinement")
     cfg = checkpoint_config(checkpoint)
     data = project_path(data_dir or cfg.data_dir)
     ids = held_out_ids(cfg, data)
     model, spec = load_for_inference(checkpoint, sam_checkpoint, device=device, data_dir=data)
     t0 = time.time()
-    res = evaluate_dataset(model, spec, data, project_path(out_dir), settings, ids=ids,
-                           overwrite=True, device=device, progress=False)
+    if protocol == "official":
+        res = evaluate_dataset_official(model, cfg.dataset, data, project_path(out_dir),
+                                        ks=tuple(ks), seed=seed, ids=ids, overwrite=True,
+                                        device=device, progress=False)
+    else:
+        settings = EvalSettings(ks=tuple(ks), modes=tuple(modes), refine=refine, seed=seed,
+                                position=position)
+        res = evaluate_dataset(model, spec, data, project_path(out_dir), settings, ids=ids,
+                               overwrite=True, device=device, progress=False)
     res["cases"] = sorted({r["case"] for r in res["rows"]})
     res["seconds"] = time.time() - t0
     return res
@@ -208,10 +235,13 @@ def train_command(dataset: str, data_dir: str | Path | None = None,
 
 
 def evaluate_command(checkpoint: str | Path, data_dir: str | Path, out: str | Path,
-                     ks=(1, 3, 10), position: str = "random", refine: int = 0) -> list[str]:
+                     ks=(1, 3, 10), position: str = "random", refine: int = 0,
+                     protocol: str = "sam3d") -> list[str]:
     """The ``sam3d evaluate`` command line of the held-out evaluation."""
     cmd = ["sam3d", "evaluate", "--checkpoint", str(checkpoint), "--data", str(data_dir),
-           "--k", *map(str, ks), "--mode", "roi", "--out", str(out)]
+           "--k", *map(str, ks)]
+    cmd += ["--protocol", "official"] if protocol == "official" else ["--mode", "roi"]
+    cmd += ["--out", str(out)]
     if position != "random":
         cmd += ["--position", position]
     if refine:

@@ -120,3 +120,18 @@ def test_a_tiny_run_trains_once_and_is_reused(tmp_path, monkeypatch) -> None:
     res = T.evaluate_held_out(first["checkpoint"], tmp_path / "eval", ks=(1,))
     assert res["cases"] == T.held_out_ids(first["config"])
     assert all(0.0 <= r["dice"] <= 1.0 for r in res["rows"])
+
+
+def test_chapter_protocol_defaults_and_refusals():
+    from sam3d.experiments.training import chapter_protocol, evaluate_command, evaluate_held_out
+
+    assert chapter_protocol("full") == "official" and chapter_protocol("smoke") == "sam3d"
+    assert chapter_protocol("full", "sam3d") == "sam3d"
+    with pytest.raises(ValueError, match="PROTOCOL must be one of"):
+        chapter_protocol("full", "authors")
+    with pytest.raises(ValueError, match="no refinement"):
+        evaluate_held_out("unused.pt", "out", refine=2, protocol="official")
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        evaluate_held_out("unused.pt", "out", protocol="raw")
+    cmd = evaluate_command("best.pt", "data", "out", ks=(1,), protocol="official")
+    assert cmd[cmd.index("--protocol") + 1] == "official" and "--mode" not in cmd
