@@ -145,15 +145,12 @@ def _check_official_flags(args: argparse.Namespace) -> None:
 
 def _evaluate_official(args: argparse.Namespace, model, spec) -> int:
     from .baselines.networks import PromptFree
-    from .evaluation.official import get_dataset
     from .evaluation.runner import evaluate_dataset_official
 
     if isinstance(model, PromptFree) or not model.config.prompt_levels:
         raise ValueError(f"{args.checkpoint} holds a prompt-free model: the official click "
                          "protocol needs a click-prompted one")
-    dataset = args.dataset or spec.name
-    get_dataset(dataset)  # one of the four benchmarks, before any file is read
-    res = evaluate_dataset_official(model, dataset, args.data, args.out, ks=tuple(args.k),
+    res = evaluate_dataset_official(model, args.dataset or spec.name, args.data, args.out, ks=tuple(args.k),
                                     seed=args.seed, ids=args.case, part=args.part,
                                     split=None if args.case else _split_of(args),
                                     clicks=args.clicks,

@@ -68,6 +68,35 @@ def evaluate_dataset(model, spec: DatasetSpec, data_dir: str | Path, out_dir: st
     return {"summary": summary, "rows": rows, "refinement": refinement, "files": files}
 
 
+#: the evaluation protocols (``sam3d evaluate --protocol``)
+PROTOCOLS = ("sam3d", "official")
+
+
+def check_protocol(protocol: str, refine: int = 0, position: str = "random") -> str:
+    """``protocol`` if it is one of :data:`PROTOCOLS` and can do what is asked (the official
+    protocol has random clicks and no refinement); ``ValueError`` otherwise."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    if protocol == "official" and (refine or position != "random"):
+        raise ValueError("the official protocol has random clicks and no refinement: use "
+                         "protocol 'sam3d' for click positions and refinement")
+    return protocol
+
+
+def evaluate_protocol(protocol: str, model, spec: DatasetSpec, data_dir: str | Path,
+                      out_dir: str | Path, settings: EvalSettings, *,
+                      dataset: str | None = None, **kw) -> dict:
+    """Evaluate with ``protocol``: "sam3d" (:func:`evaluate_dataset` with ``settings``) or
+    "official" (:func:`evaluate_dataset_official` with ``settings``' k and seed, on
+    ``dataset``, default ``spec.name``). ``kw``: the runners' shared keywords (ids, part,
+    split, clicks, save_masks, overwrite, device, progress)."""
+    check_protocol(protocol, settings.refine, settings.position)
+    if protocol == "sam3d":
+        return evaluate_dataset(model, spec, data_dir, out_dir, settings, **kw)
+    return evaluate_dataset_official(model, dataset or spec.name, data_dir, out_dir,
+                                     ks=tuple(settings.ks), seed=settings.seed, **kw)
+
+
 def _start(out_dir, overwrite: bool, data_dir, dataset: str, ids, part: str,
            split: SplitRef | None, clicks, progress: bool, desc: str):
     """Shared set-up of a run: refuse to overwrite results, resolve the cases (``ids``, else

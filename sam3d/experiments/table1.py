@@ -129,23 +129,16 @@ def promptable_rows(checkpoint: str | Path, data_dir: str | Path, out_dir: str |
     :mod:`sam3d.evaluation.official`). Results (per case, clicks) are written to ``out_dir``
     (replaced: the run is seeded)."""
     from ..evaluation.protocol import EvalSettings
-    from ..evaluation.runner import evaluate_dataset, evaluate_dataset_official
+    from ..evaluation.runner import evaluate_protocol
     from ..inference.predict import load_for_inference
 
     model, spec = load_for_inference(checkpoint, sam_checkpoint, spec_dataset, device,
                                      data_dir=data_dir)
-    split = split_reference(read_checkpoint_file(checkpoint))
-    if protocol == "official":
-        res = evaluate_dataset_official(model, spec_dataset or spec.name, data_dir, out_dir,
-                                        ks=check_ks(ks), seed=seed, ids=ids, part=part,
-                                        split=split, overwrite=True, device=device,
-                                        progress=False)
-    elif protocol == "sam3d":
-        settings = EvalSettings(ks=check_ks(ks), modes=("roi",), seed=seed)
-        res = evaluate_dataset(model, spec, data_dir, out_dir, settings, part=part, ids=ids,
-                               split=split, overwrite=True, device=device, progress=False)
-    else:
-        raise ValueError(f"protocol must be 'sam3d' or 'official', got {protocol!r}")
+    settings = EvalSettings(ks=check_ks(ks), modes=("roi",), seed=seed)
+    res = evaluate_protocol(protocol, model, spec, data_dir, out_dir, settings,
+                            dataset=spec_dataset, part=part, ids=ids,
+                            split=split_reference(read_checkpoint_file(checkpoint)),
+                            overwrite=True, device=device, progress=False)
     return _summary_rows(res["summary"], "3DSAM-adapter", dataset, run or str(checkpoint),
                          "volume")
 

@@ -133,13 +133,11 @@ def held_out_ids(cfg: TrainConfig, data_dir: str | Path | None = None) -> list[s
     return split["test"]
 
 
-#: the evaluation protocols a chapter can score with (``sam3d evaluate --protocol``)
-PROTOCOLS = ("sam3d", "official")
-
-
 def chapter_protocol(mode: str, protocol: str | None = None) -> str:
     """A chapter's ``PROTOCOL``: as given, else "official" in full mode (the paper's datasets,
     scored the authors' way) and "sam3d" in smoke mode (phantoms and samples)."""
+    from ..evaluation.runner import PROTOCOLS
+
     if protocol is None:
         return "official" if mode == "full" else "sam3d"
     if protocol not in PROTOCOLS:
@@ -160,28 +158,20 @@ def evaluate_held_out(checkpoint: str | Path, out_dir: str | Path, *, ks=(1,), m
     the runner's dict plus ``"cases"`` and ``"seconds"``.
     """
     from ..evaluation.protocol import EvalSettings
-    from ..evaluation.runner import evaluate_dataset, evaluate_dataset_official
+    from ..evaluation.runner import check_protocol, evaluate_protocol
     from ..inference.predict import load_for_inference
 
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-    if protocol == "official" and (refine or position != "random"):
-        raise ValueError("the official protocol has random clicks and no refinement: use "
-                         "protocol 'sam3d' for click positions and refinement")
+    check_protocol(protocol, refine, position)  # before any file is read
     cfg = checkpoint_config(checkpoint)
     data = project_path(data_dir or cfg.data_dir)
     ids = held_out_ids(cfg, data)
     model, spec = load_for_inference(checkpoint, sam_checkpoint, device=device, data_dir=data)
     t0 = time.time()
-    if protocol == "official":
-        res = evaluate_dataset_official(model, cfg.dataset, data, project_path(out_dir),
-                                        ks=tuple(ks), seed=seed, ids=ids, overwrite=True,
-                                        device=device, progress=False)
-    else:
-        settings = EvalSettings(ks=tuple(ks), modes=tuple(modes), refine=refine, seed=seed,
-                                position=position)
-        res = evaluate_dataset(model, spec, data, project_path(out_dir), settings, ids=ids,
-                               overwrite=True, device=device, progress=False)
+    settings = EvalSettings(ks=tuple(ks), modes=tuple(modes), refine=refine, seed=seed,
+                            position=position)
+    res = evaluate_protocol(protocol, model, spec, data, project_path(out_dir), settings,
+                            dataset=cfg.dataset, ids=ids, overwrite=True, device=device,
+                            progress=False)
     res["cases"] = sorted({r["case"] for r in res["rows"]})
     res["seconds"] = time.time() - t0
     return res
