@@ -241,6 +241,15 @@ def default_golden_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[2] / "shared/golden/official-v2"
 
 
+def default_official_eval_dir() -> Path:
+    """``$SAM3D_OFFICIAL_EVAL_DIR`` or ``../shared/golden/official-eval`` next to the
+    repository: the official test-time evaluation fixture."""
+    import os
+
+    env = os.environ.get("SAM3D_OFFICIAL_EVAL_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared/golden/official-eval"
+
+
 def check_equivalence(folder: str | Path, device: str = "cpu") -> dict[str, Any]:
     """Rebuild the golden checkpoint, run sam3d's forward on the golden input and compare.
 

@@ -1,7 +1,8 @@
 """Chapter 8, the number of clicks and iterative refinement.
 
 * Clicks: the official protocol with k = 1, 3 and 10 random lesion clicks per volume (one
-  128³ box around them, ``"roi"``), beside the paper's 3DSAM-adapter rows of Table 1.
+  128³ box around them), beside the paper's 3DSAM-adapter rows of Table 1 — scored through
+  sam3d's pipeline (``"roi"``) or the authors' ``test.py`` path (``protocol="official"``).
 * Refinement (not in the paper; the protocol of the CVPR 2025 interactive 3D segmentation
   challenge, :mod:`sam3d.evaluation.protocol`): from the k = 1 prediction, up to ``refine``
   error-driven clicks, the Dice and NSD after each, and the areas under those curves. The model
@@ -41,18 +42,33 @@ def _check_ks(ks) -> tuple[int, ...]:
 
 def run_clicks(checkpoint: str | Path, out_dir: str | Path, *, ks=KS, refine: int = 5,
                mode: str = "roi", seed: int = 0, data_dir: str | Path | None = None,
-               device: str = "cpu") -> dict:
+               device: str = "cpu", protocol: str = "sam3d") -> dict:
     """k-click evaluation and the refinement curve of ``checkpoint`` on its held-out split.
+
+    ``protocol`` scores the k-click table: "sam3d" (``mode``), or "official" (the authors'
+    ``test.py`` path, :mod:`sam3d.evaluation.official`). The refinement curve is sam3d's in
+    both cases (whole volume, error-driven clicks: the official path has no refinement); with
+    "official" it runs separately, into ``out_dir/refinement``.
 
     Returns ``{"clicks": rows (k, cases, dice, nsd in percent, ± std), "curve": rows (click,
     dice, nsd in percent), "auc": {"dice", "nsd"} (percent), "refinement": per-case rows,
-    "per_case": rows, "seconds", "out_dir"}``.
+    "per_case": rows, "protocol", "seconds", "out_dir"}``.
     """
+    from ..evaluation.runner import check_protocol
+
     ks = _check_ks(ks)
     if not isinstance(refine, int) or not 0 <= refine <= 20:
         raise ValueError(f"refine must be an integer in 0..20, got {refine!r}")
-    res = evaluate_held_out(checkpoint, out_dir, ks=ks, modes=(mode,), refine=refine, seed=seed,
-                            data_dir=data_dir, device=device)
+    check_protocol(protocol)
+    common = {"seed": seed, "data_dir": data_dir, "device": device}
+    together = protocol == "sam3d"  # one run gives the table and the curve
+    res = evaluate_held_out(checkpoint, out_dir, ks=ks, modes=(mode,), protocol=protocol,
+                            refine=refine if together else 0, **common)
+    refinement, seconds = res.get("refinement", []), res["seconds"]
+    if refine and not together:
+        ref = evaluate_held_out(checkpoint, Path(out_dir) / "refinement", ks=(1,), modes=(mode,),
+                                refine=refine, **common)
+        refinement, seconds = ref["refinement"], seconds + ref["seconds"]
     clicks = [{"k": r["k"], "cases": r["cases"], "dice": 100 * r["dice_mean"],
                "dice_std": 100 * r["dice_std"], "nsd": 100 * r["nsd_mean"],
                "nsd_std": 100 * r["nsd_std"], "seconds_per_case": r["seconds_mean"]}
@@ -61,14 +77,15 @@ def run_clicks(checkpoint: str | Path, out_dir: str | Path, *, ks=KS, refine: in
     if refine:
         from ..evaluation.runner import summarise_refinement
 
-        for r in summarise_refinement(res["refinement"]):
+        for r in summarise_refinement(refinement):
             if r["click"] == "auc":
                 auc = {"dice": 100 * r["dice_mean"], "nsd": 100 * r["nsd_mean"]}
             else:
                 curve.append({"click": r["click"], "dice": 100 * r["dice_mean"],
                               "nsd": 100 * r["nsd_mean"]})
-    return {"clicks": clicks, "curve": curve, "auc": auc, "refinement": res["refinement"],
-            "per_case": res["rows"], "seconds": res["seconds"], "out_dir": Path(out_dir)}
+    return {"clicks": clicks, "curve": curve, "auc": auc, "refinement": refinement,
+            "per_case": res["rows"], "protocol": protocol, "seconds": seconds,
+            "out_dir": Path(out_dir)}
 
 
 def click_kinds(refinement: list[dict]) -> dict[str, int]:

@@ -11,8 +11,6 @@ the float16 file and 1e-4 against the 64 float32 samples, ≤ 100 mask voxels, D
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -21,9 +19,9 @@ import pytest
 from sam3d.evaluation.official import (
     OfficialError, evaluate_case, load_case, roi_of, sample_clicks, score,
 )
+from sam3d.golden import default_official_eval_dir
 
-FIXTURE = Path(os.environ.get("SAM3D_OFFICIAL_EVAL_DIR",
-                              Path(__file__).resolve().parents[3] / "shared/golden/official-eval"))
+FIXTURE = default_official_eval_dir()
 RUNS = [("lits_like", "p1"), ("lits_like", "p3"), ("kits_like", "p1"), ("thick_slices", "p1")]
 
 

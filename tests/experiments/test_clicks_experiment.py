@@ -56,3 +56,35 @@ def test_clicks_table_and_refinement_curve(tmp_path, monkeypatch) -> None:
         K.run_clicks(ckpt, tmp_path / "eval3", refine=30)
     with pytest.raises(ValueError, match="no refinement"):
         K.plot_curve([])
+
+
+def test_official_table_and_sam3d_curve(tmp_path) -> None:
+    """``protocol="official"``: the k-click table is the official runner's on the held-out
+    cases, the refinement curve sam3d's (the official path has none), in ``out/refinement``."""
+    import torch
+
+    from sam3d.build import build_sam3d
+    from sam3d.checkpoint import save_checkpoint
+    from sam3d.experiments.training import evaluate_held_out
+    from sam3d.rehearsal.data import prepare_rehearsal_dataset
+
+    prepare_rehearsal_dataset("lits", tmp_path)
+    data = tmp_path / "prepared" / "lits"
+    ckpt = tmp_path / "tiny.pt"
+    torch.manual_seed(0)
+    pre = {"name": "lits", "window": [-48, 163], "mean": 60.057533, "std": 40.198017,
+           "spacing": 1.0}
+    save_checkpoint(build_sam3d("tiny"), ckpt, extra={"train": {
+        "preprocessing": pre, "config": {"dataset": "lits", "fold": 0, "seed": 0,
+                                         "data_dir": str(data)}}})
+    res = K.run_clicks(ckpt, tmp_path / "eval", ks=(1, 3), refine=1, protocol="official")
+    assert res["protocol"] == "official"
+    assert {r["mode"] for r in res["per_case"]} == {"official"}
+    alone = evaluate_held_out(ckpt, tmp_path / "alone", ks=(1, 3), protocol="official")
+    assert [(r["case"], r["k"], r["dice"]) for r in res["per_case"]] == \
+        [(r["case"], r["k"], r["dice"]) for r in alone["rows"]]
+    curve = evaluate_held_out(ckpt, tmp_path / "curve", ks=(1,), refine=1)
+    assert res["refinement"] == curve["refinement"] and len(res["curve"]) == 2
+    assert (tmp_path / "eval" / "refinement" / "refinement.csv").is_file()
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        K.run_clicks(ckpt, tmp_path / "bad", protocol="authors")
