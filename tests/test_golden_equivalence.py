@@ -91,25 +91,27 @@ def golden_run(golden_dir: Path) -> dict:
         *(b.register_forward_hook(keep(name)) for b, name in zip(enc.blocks, BLOCK_STAGES)),
         *(enc.neck_3d[i].register_forward_hook(keep(f"neck{i}")) for i in range(4)),
         model.prompt_encoders["4"].register_forward_hook(keep("prompt_encoder3")),
-        dec.register_forward_pre_hook(
-            lambda m, args: record.__setitem__(
-                "image_skip", summarise(args[1], stages["image_skip"])
-            )
-        ),
-        # the fused decoder never materialises the ×2 concat: upsample the heads here
-        dec.mlahead.register_forward_hook(
-            keep(
-                "decoder_mla_concat",
-                lambda t: (
-                    t
-                    if t.shape[-1] == 64
-                    else F.interpolate(t, scale_factor=2, mode="trilinear", align_corners=True)
-                ),
-            )
-        ),
+        # the fused decoder never materialises the ×2 concat: keep each level's head, then
+        # concatenate and upsample them below
+        *(getattr(dec.mlahead, f"head{i + 2}").register_forward_hook(
+            lambda m, args, out, i=i: heads.__setitem__(i, out)) for i in range(4)),
         dec.cls[3].register_forward_hook(keep("decoder_cls_64")),
-        dec.register_forward_hook(keep("decoder_logits")),
     ]
+    heads: dict[int, torch.Tensor] = {}
+    # the decoder runs in two steps (Sam3D.encode → precompute, Sam3D.decode → decode): record
+    # its skip input and its logits there
+    precompute, decode = dec.precompute, dec.decode
+
+    def recording_precompute(feats, skip, prompted):
+        record["image_skip"] = summarise(skip, stages["image_skip"])
+        return precompute(feats, skip, prompted)
+
+    def recording_decode(pre, levels, out_size):
+        out = decode(pre, levels, out_size)
+        record["decoder_logits"] = summarise(out, stages["decoder_logits"])
+        return out
+
+    dec.precompute, dec.decode = recording_precompute, recording_decode
     ours_points = torch.from_numpy(
         np.ascontiguousarray(points[..., [0, 2, 1]])
     )  # (d,w,h) → (d,h,w)
@@ -117,6 +119,11 @@ def golden_run(golden_dir: Path) -> dict:
         logits = model(torch.from_numpy(image), ours_points)
     for h in handles:
         h.remove()
+    del dec.precompute, dec.decode
+    concat = torch.cat([heads[i] for i in range(4)], 1)
+    record["decoder_mla_concat"] = summarise(
+        F.interpolate(concat, scale_factor=2, mode="trilinear", align_corners=True),
+        stages["decoder_mla_concat"])
     return {
         "logits": logits.numpy(),
         "expected": np.transpose(expected, (0, 1, 4, 2, 3)),  # (B,2,H,W,D) → (B,2,D,H,W)

@@ -94,14 +94,54 @@ class MaskDecoder3D(nn.Module):
         )
 
     def forward(self, feats: Sequence[torch.Tensor], skip: torch.Tensor, out_size: int) -> torch.Tensor:
+        return self.decode(self.precompute(feats, skip, ()), {}, out_size)
+
+    def precompute(self, feats: Sequence[torch.Tensor], skip: torch.Tensor,
+                   prompted: Sequence[int]) -> dict:
+        """Everything the decoder computes from the feature levels a prompt does not change.
+
+        ``prompted``: 0-based levels that :meth:`decode` will receive anew. Fused decoder: the
+        first classifier conv is linear in its input, so the contribution of the other levels'
+        heads and of ``skip`` (``B×mid×2g×2g×2g``) is computed here once, and :meth:`decode`
+        adds the prompted levels' share. Literal decoder: the levels and ``skip`` are kept.
+        """
+        if len(feats) != self.mlahead.levels:
+            raise ValueError(f"expected {self.mlahead.levels} feature levels, got {len(feats)}")
+        prompted = sorted(set(prompted))
+        if any(not 0 <= i < len(feats) for i in prompted):
+            raise ValueError(f"prompted levels {prompted} outside 0..{len(feats) - 1}")
         skip = skip.to(feats[0].dtype)
-        if self.fused:
-            # cls[0] on cat(upsample(heads), skip) = fused upsample-conv of the heads + conv(skip)
-            heads = self.mlahead(feats, upsample=False)
-            w = self.cls[0].weight
-            x = upsample_conv3d(heads, w[:, : heads.shape[1]], skip.shape[-1])
-            x = x + F.conv3d(skip, w[:, heads.shape[1] :], padding=1)
-            x = self.cls[1:](x)
+        if not self.fused:
+            return {"feats": list(feats), "skip": skip, "prompted": prompted}
+        w = self.cls[0].weight
+        head_chans = w.shape[1] - skip.shape[1]  # levels × mid_chans, then the skip channels
+        per = head_chans // self.mlahead.levels
+        fixed = [i for i in range(len(feats)) if i not in prompted]
+        x = F.conv3d(skip, w[:, head_chans:], padding=1)
+        if fixed:
+            heads = torch.cat([getattr(self.mlahead, f"head{i + 2}")(feats[i]) for i in fixed], 1)
+            x = x + upsample_conv3d(heads, _level_weights(w, fixed, per), skip.shape[-1])
+        return {"fixed": x, "prompted": prompted, "per": per, "feats": None, "skip": None}
+
+    def decode(self, pre: dict, levels: dict[int, torch.Tensor], out_size: int) -> torch.Tensor:
+        """Logits ``B×num_classes×S×S×S`` from :meth:`precompute`'s result and the prompted
+        levels ``{0-based level: B×in×g×g×g}`` (exactly the levels named there)."""
+        if sorted(levels) != pre["prompted"]:
+            raise ValueError(f"decode needs the levels {pre['prompted']}, got {sorted(levels)}")
+        if not self.fused:
+            feats = [levels.get(i, f) for i, f in enumerate(pre["feats"])]
+            x = self.cls(torch.cat([self.mlahead(feats), pre["skip"]], dim=1))
         else:
-            x = self.cls(torch.cat([self.mlahead(feats), skip], dim=1))
+            x = pre["fixed"]
+            if levels:
+                order = sorted(levels)
+                heads = torch.cat([getattr(self.mlahead, f"head{i + 2}")(levels[i]) for i in order], 1)
+                w = _level_weights(self.cls[0].weight, order, pre["per"])
+                x = x + upsample_conv3d(heads, w, x.shape[-1])
+            x = self.cls[1:](x)
         return F.interpolate(x, size=(out_size,) * 3, mode="trilinear", align_corners=True)
+
+
+def _level_weights(w: torch.Tensor, levels: Sequence[int], per: int) -> torch.Tensor:
+    """The input channels of the first classifier conv ``w`` that belong to ``levels``' heads."""
+    return torch.cat([w[:, i * per:(i + 1) * per] for i in levels], 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +40,8 @@ class Sam3D(nn.Module):
 
     ``forward(volume, points)``: volume ``B×C×D×H×W`` (C = 1 or 3, D = H = W = crop), points
     ``B×N×3`` voxel indices (d, h, w) inside the volume (ignored by a prompt-free model).
-    Returns logits ``B×2×D×H×W``.
+    Returns logits ``B×2×D×H×W``. It is ``decode(encode(volume), points)``: embed a volume
+    once, then prompt it many times (interactive use, refinement).
     """
 
     def __init__(
@@ -68,7 +70,8 @@ class Sam3D(nn.Module):
     def grad_checkpointing(self, value: bool) -> None:
         self.image_encoder.grad_checkpointing = bool(value)
 
-    def check_inputs(self, volume: torch.Tensor, points: torch.Tensor | None) -> None:
+    def check_inputs(self, volume: torch.Tensor, points: torch.Tensor | None,
+                     need_points: bool = True) -> None:
         """Raise ``ValueError`` with a clear message for malformed volumes or clicks."""
         s = self.crop
         if volume.ndim != 5 or volume.shape[1] not in (1, 3) or tuple(volume.shape[2:]) != (s,) * 3:
@@ -78,33 +81,82 @@ class Sam3D(nn.Module):
             )
         if not torch.isfinite(volume).all():
             raise ValueError("volume contains NaN or Inf values")
+        if need_points:
+            self.check_points(points, tuple(volume.shape), volume.device)
+
+    def check_points(self, points: torch.Tensor | None, shape: tuple[int, ...],
+                     device: torch.device) -> None:
+        """Raise ``ValueError`` for clicks that do not fit a volume of ``shape`` on ``device``."""
         if not self.prompt_encoders:
             return
+        s = self.crop
         if points is None:
             raise ValueError("this model is promptable: pass points of shape B×N×3")
-        if points.ndim != 3 or points.shape[0] != volume.shape[0] or points.shape[2] != 3 \
+        if points.ndim != 3 or points.shape[0] != shape[0] or points.shape[2] != 3 \
                 or points.shape[1] < 1:
             raise ValueError(
-                f"points must be B×N×3 (d, h, w) with B = {volume.shape[0]} and N ≥ 1, "
+                f"points must be B×N×3 (d, h, w) with B = {shape[0]} and N ≥ 1, "
                 f"got shape {tuple(points.shape)}"
             )
-        if points.device != volume.device:
-            raise ValueError(f"points are on {points.device}, the volume on {volume.device}")
+        if points.device != device:
+            raise ValueError(f"points are on {points.device}, the volume on {device}")
         if not torch.isfinite(points).all() or (points < 0).any() or (points > s - 1).any():
             raise ValueError(f"points must be voxel indices inside the volume, in [0, {s - 1}]")
 
     def forward(self, volume: torch.Tensor, points: torch.Tensor | None = None) -> torch.Tensor:
-        self.check_inputs(volume, points)
-        device_type = volume.device.type
-        ctx = torch.autocast(device_type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
-        with ctx:
+        return self.decode(self.encode(volume), points)
+
+    def _autocast(self, device_type: str):
+        return torch.autocast(device_type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
+
+    def encode(self, volume: torch.Tensor) -> Embedding:
+        """Everything that does not depend on the prompt, for ``volume`` ``B×C×D×H×W``: the
+        image encoder's levels, the raw-image skip, and the decoder's share of every level no
+        prompt encoder touches (:meth:`MaskDecoder3D.precompute`). A click after the first
+        then costs only :meth:`decode` (the prompt encoders and the prompted levels' heads)."""
+        self.check_inputs(volume, None, need_points=False)
+        with self._autocast(volume.device.type):
             feats = self.image_encoder(volume)
-            if self.prompt_encoders:
-                grid_points = normalise_points(points.to(torch.float32), volume.shape[2:])
-                for key, prompt_encoder in self.prompt_encoders.items():
-                    level = int(key) - 1
-                    feats[level] = prompt_encoder(feats[level], grid_points)
             # raw-image skip at twice the token resolution (a 2×2×2 mean for a 128³ crop)
             skip = F.adaptive_avg_pool3d(volume[:, :1].permute(0, 1, 3, 4, 2), 2 * feats[0].shape[-1])
-            logits = self.mask_decoder(feats, skip, self.crop)
+            prompted = [int(k) - 1 for k in self.prompt_encoders]
+            decoder = self.mask_decoder.precompute(feats, skip, prompted)
+        return Embedding({i: feats[i] for i in prompted}, decoder, tuple(volume.shape),
+                         volume.device)
+
+    def decode(self, embedding: Embedding, points: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``B×2×D×H×W`` from :meth:`encode`'s ``embedding`` and ``points`` ``B×N×3``
+        (d, h, w) voxel indices (ignored by a prompt-free model);
+        ``decode(encode(v), p) == forward(v, p)``."""
+        if not isinstance(embedding, Embedding):
+            raise TypeError(f"embedding must come from Sam3D.encode, got {type(embedding).__name__}")
+        self.check_points(points, embedding.shape, embedding.device)
+        with self._autocast(embedding.device.type):
+            levels = {}
+            if self.prompt_encoders:
+                grid_points = normalise_points(points.to(torch.float32), embedding.shape[2:])
+                for key, prompt_encoder in self.prompt_encoders.items():
+                    level = int(key) - 1
+                    levels[level] = prompt_encoder(embedding.levels[level], grid_points)
+            logits = self.mask_decoder.decode(embedding.decoder, levels, self.crop)
         return logits.float().permute(0, 1, 4, 2, 3)
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """:meth:`Sam3D.encode`'s result for one ``B×C×D×H×W`` volume (``shape``): the feature
+    levels the prompt encoders refine (``{0-based level: B×dim×g×g×g}``, (H, W, D) layout)
+    and the decoder's precomputed part (:meth:`MaskDecoder3D.precompute`)."""
+
+    levels: dict[int, torch.Tensor]
+    decoder: dict
+    shape: tuple[int, ...]
+    device: torch.device
+
+    def nbytes(self) -> int:
+        """Bytes held by the embedding's tensors."""
+        tensors = [*self.levels.values(), *(v for v in self.decoder.values()
+                                            if isinstance(v, torch.Tensor))]
+        tensors += [t for v in self.decoder.values() if isinstance(v, list) for t in v
+                    if isinstance(t, torch.Tensor)]
+        return sum(t.numel() * t.element_size() for t in tensors)
