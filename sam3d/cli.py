@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--image", required=True, help="NIfTI, NRRD/MHA file or DICOM folder")
     pr.add_argument("--click", type=_parse_click, action="append", required=True,
                     help="d,h,w = slice,row,column of the input file (repeatable)")
-    pr.add_argument("--mode", choices=("roi", "sliding"), default="roi")
+    pr.add_argument("--mode", choices=("roi", "objects", "sliding"), default="roi")
     pr.add_argument("--device", default="cpu")
     pr.add_argument("--out", required=True, help="mask file (.nii.gz, .nrrd, .mha)")
     pr.set_defaults(func=_predict)

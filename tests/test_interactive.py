@@ -256,10 +256,12 @@ def test_segmenter_matches_the_predict_command(image_file, tmp_path):
     from sam3d.inference.predict import predict_file
 
     model = CubeModel(crop=16, half=2)
-    seg = Segmenter(model, get_spec("lits"), image_file)
     clicks = [(3, 12, 25), (8, 6, 14)]
-    res = predict_file(model, get_spec("lits"), image_file, clicks, out=tmp_path / "m.nii.gz")
-    np.testing.assert_array_equal(seg(clicks), to_dhw(res.mask) != 0)
+    for mode in ("objects", "roi"):
+        seg = Segmenter(model, get_spec("lits"), image_file, mode=mode)
+        res = predict_file(model, get_spec("lits"), image_file, clicks, mode=mode,
+                           out=tmp_path / f"{mode}.nii.gz")
+        np.testing.assert_array_equal(seg(clicks), to_dhw(res.mask) != 0)
 
 
 def test_itk_slices_to_click():

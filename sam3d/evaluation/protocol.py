@@ -48,7 +48,6 @@ from ..data.clicks import (
 from ..data.io import load_volume
 from ..data.layout import CaseEntry
 from ..inference.predictor import MODES, Predictor
-from .feature_cache import reuse_image_features
 from .metrics import dice, nsd
 
 CLICK_POSITIONS = ("random", *POSITIONS)
@@ -164,8 +163,8 @@ def evaluate_case(predictor: Predictor, entry: CaseEntry, settings: EvalSettings
         stored = (replay or {}).get((entry.case_id, protocol_name(1, settings.position)))
         first = stored.array()[:1] if stored is not None else \
             draw_clicks(lesion, 1, entry.case_id, settings, grid)[0]
-        with reuse_image_features(predictor.model):  # the same windows, click after click
-            result.refinement = _refine(predictor, data, lesion, first, entry, settings, score)
+        # the same windows click after click: the predictor decodes their stored embeddings
+        result.refinement = _refine(predictor, data, lesion, first, entry, settings, score)
     return result
 
 

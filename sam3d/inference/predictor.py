@@ -16,8 +16,18 @@ Two ways to cover the volume:
   it; windows without a click do not vote (a promptable model segments only what it is
   pointed at), and a voxel no prompted window covers is background. This sees lesions the
   single box cannot reach.
+* ``"objects"`` — interactive use (the viewer, ``sam3d predict``): an object's box is fixed by
+  its first click (centred on it); a later click inside a box joins that box's prompt, a click
+  outside every box opens a new box centred on it; the probability is the maximum over the
+  boxes. A click inside a box therefore changes only that box's prompt, and the box's image
+  embedding is reused (:class:`~sam3d.inference.embeddings.EmbeddingCache`): a follow-up
+  click costs a decode, not an encoder pass.
 * ``"auto"`` — automatic segmentation for prompt-free models (the paper's Table 2 variants and
   the supervised baselines): every window votes, clicks are ignored.
+
+Every prompted window goes through the predictor's :class:`~sam3d.inference.embeddings.
+EmbeddingCache`: a window seen before (the next refinement click, the same sliding window) is
+decoded from its stored embedding, with logits equal to a fresh forward pass.
 """
 
 from __future__ import annotations
@@ -32,16 +42,18 @@ from monai.transforms import Invertd
 
 from ..data.specs import DatasetSpec
 from ..data.transforms import build_transforms
-from .roi import clicks_in_roi, crop_roi, paste_roi, roi_box
+from .embeddings import DEFAULT_BUDGET, EmbeddingCache
+from .roi import Box, clicks_in_roi, crop_roi, paste_roi, roi_box
 
-MODES = ("roi", "sliding", "auto")
+MODES = ("roi", "sliding", "objects", "auto")
 
 
 class Predictor:
-    """``Predictor(model, spec, device)``; ``spec`` must carry window/mean/std."""
+    """``Predictor(model, spec, device)``; ``spec`` must carry window/mean/std.
+    ``cache_bytes``: the memory budget of the window embeddings kept for reuse."""
 
     def __init__(self, model: torch.nn.Module, spec: DatasetSpec, device="cpu",
-                 overlap: float = 0.5):
+                 overlap: float = 0.5, cache_bytes: int = DEFAULT_BUDGET):
         if not spec.has_statistics:
             raise ValueError(f"spec {spec.name!r} has no intensity statistics")
         if not 0 <= overlap < 1:
@@ -52,6 +64,8 @@ class Predictor:
         self.overlap = overlap
         self.crop = model.crop
         self.chain = build_transforms(spec, "test", crop=self.crop)
+        self.embeddings = EmbeddingCache(self.model, cache_bytes)
+        self.boxes: list[Box] = []  # the boxes of the last "roi" / "objects" prediction
 
     # --------------------------------------------------------------------------- inputs
     def load(self, image: str, label: str | None = None, target: int | None = None) -> dict:
@@ -78,15 +92,42 @@ class Predictor:
                 box = roi_box(clicks[:1], shape, self.crop)
                 inside = _inside(clicks, box.start, self.crop)
             self.clicks_used = int(inside.sum())
-            patch = crop_roi(volume, box)[None].to(self.device)
-            rel = clicks_in_roi(clicks[inside], box)
-            pts = torch.as_tensor(rel, dtype=torch.float32)[None].to(self.device)
-            prob = torch.softmax(self.model(patch, pts), 1)[0, 1].cpu()
-            return paste_roi(prob, box, shape)
+            self.boxes = [box]
+            return paste_roi(self._box_probability(volume, clicks[inside], box), box, shape)
         self.clicks_used = len(clicks)
+        if mode == "objects":
+            return self._objects(volume, clicks)
+        self.boxes = []
         if mode == "auto":
             return self._automatic(volume)
         return self._sliding(volume, clicks)
+
+    def _box_probability(self, volume: torch.Tensor, clicks: np.ndarray, box: Box) -> torch.Tensor:
+        """Lesion probability ``c×c×c`` of ``box`` prompted with its ``clicks`` (volume grid)."""
+        patch = crop_roi(volume, box)[None].to(self.device)
+        rel = clicks_in_roi(clicks, box)
+        pts = torch.as_tensor(rel, dtype=torch.float32)[None].to(self.device)
+        return torch.softmax(self.embeddings.logits(patch, pts), 1)[0, 1].cpu()
+
+    def _objects(self, volume: torch.Tensor, clicks: np.ndarray) -> torch.Tensor:
+        """One box per object: fixed by its first click, joined by later clicks inside it."""
+        shape = tuple(volume.shape[1:])
+        if len(clicks) == 0:
+            raise ValueError("mode 'objects' needs at least one click")
+        groups: list[tuple[Box, list[int]]] = []
+        for i, click in enumerate(clicks):
+            home = next((g for g in groups if _inside(click[None], g[0].start, self.crop)[0]),
+                        None)
+            if home is None:
+                groups.append((roi_box(click[None], shape, self.crop), [i]))
+            else:
+                home[1].append(i)
+        out = torch.zeros(shape)
+        for box, members in groups:
+            prob = paste_roi(self._box_probability(volume, clicks[members], box), box, shape)
+            out = torch.maximum(out, prob)
+        self.boxes = [box for box, _ in groups]
+        return out
 
     def _automatic(self, volume: torch.Tensor) -> torch.Tensor:
         c = self.crop
@@ -113,7 +154,8 @@ class Predictor:
                 rel = pts - start
                 inside = ((rel >= 0) & (rel < c)).all(1)
                 if inside.any():
-                    logits = self.model(window[b:b + 1], rel[inside][None].to(window.device))
+                    logits = self.embeddings.logits(window[b:b + 1],
+                                                    rel[inside][None].to(window.device))
                     out[b, 0] = torch.softmax(logits, 1)[0, 1]
                     out[b, 1] = 1.0
             return out

@@ -23,6 +23,8 @@ from ..inference.geometry import model_affine, user_shape, user_to_model
 from ..inference.predictor import MODES, Predictor
 from ..viz import to_dhw
 
+PROMPTED = ("objects", "roi", "sliding")
+
 
 class Segmenter:
     """``Segmenter(model, spec, image)(clicks)`` → bool ``D×H×W`` mask of the displayed volume.
@@ -30,12 +32,15 @@ class Segmenter:
     ``model``: a promptable sam3d model (``B×3×c³`` crop and ``B×k×3`` clicks → ``B×2×c³``
     logits, with a ``crop`` attribute); ``spec``: preprocessing constants (window/mean/std);
     ``image``: the image file. ``image`` (``D×H×W`` float array) is what the viewer shows.
+    ``mode``: "objects" (default: a box per object, fixed by its first click, so a follow-up
+    click inside it only decodes the stored embedding), "roi" (the official box at the clicks'
+    midpoint) or "sliding" (the whole volume). ``seconds``: the last call's wall time.
     """
 
     def __init__(self, model: torch.nn.Module, spec: DatasetSpec, image: str | Path,
-                 mode: str = "roi", device="cpu"):
-        if mode not in ("roi", "sliding"):
-            raise ValueError(f"mode must be 'roi' or 'sliding' (promptable), got {mode!r}"
+                 mode: str = "objects", device="cpu"):
+        if mode not in PROMPTED:
+            raise ValueError(f"mode must be one of {PROMPTED} (promptable), got {mode!r}"
                              if mode in MODES else f"mode must be one of {MODES}, got {mode!r}")
         path = Path(image)
         self.reference = load_volume(path, "image")  # clear errors before any transform
@@ -49,7 +54,7 @@ class Segmenter:
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, image: str | Path,
-                        dataset: str | None = None, mode: str = "roi", device="cpu",
+                        dataset: str | None = None, mode: str = "objects", device="cpu",
                         sam_checkpoint: str | Path | None = None) -> Segmenter:
         """Load a sam3d checkpoint as ``sam3d predict`` does and prepare ``image``."""
         from ..inference.predict import load_for_inference
