@@ -318,9 +318,9 @@ def test_chapter_default_clicks():
 
 
 def test_chapter_resolve_checkpoint(tmp_path, monkeypatch):
-    from sam3d.provenance import project_path
     from sam3d.engine import cached
     from sam3d.interactive.chapter import resolve_checkpoint
+    from sam3d.provenance import project_path
 
     ckpt = tmp_path / "model.pt"
     ckpt.write_bytes(b"x")

@@ -17,7 +17,11 @@ from functools import partial
 
 import torch
 from segment_anything.modeling import (
-    ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer,
+    ImageEncoderViT,
+    MaskDecoder,
+    PromptEncoder,
+    Sam,
+    TwoWayTransformer,
 )
 
 __all__ = ["SamViTShape", "build_sam_vit", "shape_from_state", "shape_of_variant"]

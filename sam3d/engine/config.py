@@ -7,6 +7,7 @@ and ``overrides`` such as ``["epochs=3", "bf16=true"]`` (values parsed as YAML s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 from importlib import resources
@@ -171,10 +172,8 @@ def parse_overrides(overrides) -> dict:
         except yaml.YAMLError as exc:
             raise ConfigError(f"override {item!r}: {exc}") from None
         if isinstance(parsed, str):  # YAML 1.1 reads "2e-4" as a string; take it as a number
-            try:
+            with contextlib.suppress(ValueError):
                 parsed = float(parsed)
-            except ValueError:
-                pass
         out[key.strip()] = parsed
     return out
 

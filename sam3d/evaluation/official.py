@@ -42,7 +42,12 @@ from monai.losses import DiceLoss
 from monai.transforms import NormalizeIntensity, ScaleIntensityRange
 
 from ..data.official import (
-    OFFICIAL, OfficialDataset, OfficialError, get_dataset, read_volume, resample_image,
+    OFFICIAL,
+    OfficialDataset,
+    OfficialError,
+    get_dataset,
+    read_volume,
+    resample_image,
     resize_label,
 )
 from .metrics import nsd as surface_dice

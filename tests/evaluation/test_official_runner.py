@@ -135,11 +135,10 @@ def test_official_preprocessing_feeds_training_the_official_layout(data, tmp_pat
     """``preprocessing: official``: the test chain's image is the official loader's (before its
     3 channels the same numbers), its label the official prompt grid; a training run with it
     trains, records it, and is evaluated with the official protocol by default."""
+    from sam3d.data.layout import read_index
     from sam3d.data.specs import get_spec
     from sam3d.data.transforms import build_transforms
     from sam3d.engine.config import ConfigError, load_config
-
-    from sam3d.data.layout import read_index
 
     entry = read_index(data / "prepared" / "kits").cases["case_00002"]
     item = build_transforms(get_spec("kits"), "test", preprocessing="official")(entry.as_dict())

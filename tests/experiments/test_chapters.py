@@ -18,7 +18,12 @@ import papermill
 import pytest
 
 from sam3d.experiments.chapters import (
-    build_book, chapter_parameters, chapters, errors_of, execute_chapter, main,
+    build_book,
+    chapter_parameters,
+    chapters,
+    errors_of,
+    execute_chapter,
+    main,
 )
 from sam3d.rehearsal import LABEL
 

@@ -17,8 +17,14 @@ import pytest
 from sam3d.data.download import load_checksums, safe_extract
 from sam3d.data.sources import SOURCES, find_raw_cases
 from sam3d.data.splits import official_split
-from sam3d.rehearsal.fixtures import (FIXTURE_CASES, SPACING, case_number, fixture_volume,
-                                      msd_file_name, write_raw_fixture)
+from sam3d.rehearsal.fixtures import (
+    FIXTURE_CASES,
+    SPACING,
+    case_number,
+    fixture_volume,
+    msd_file_name,
+    write_raw_fixture,
+)
 from sam3d.rehearsal.server import serve
 
 MSD = ("lits", "pancreas", "colon")
@@ -117,7 +123,7 @@ def test_volumes_are_ct_like(name):
     assert lesion.size > 30 and -50 < np.median(lesion) < 100
     if target == 2:  # a hypodense tumour in its organ (colon labels the cancer only)
         assert np.median(lesion) < np.median(image[label == 1]) - 10
-    assert 72 <= min(n * s for n, s in zip(image.shape, SPACING))  # ≥ 64 voxels at 1 mm
+    assert min(n * s for n, s in zip(image.shape, SPACING)) >= 72  # ≥ 64 voxels at 1 mm
 
 
 def test_checksums_outside_the_mirror_and_right(tmp_path):
@@ -172,6 +178,5 @@ def test_serve_a_folder(tmp_path):
         info.value.close()
     with pytest.raises(urllib.error.URLError):  # shut down and closed on exit
         urllib.request.urlopen(f"{url}/sub/a.bin", timeout=2)
-    with pytest.raises(FileNotFoundError, match="no such folder"):
-        with serve(tmp_path / "nope"):
-            pass
+    with pytest.raises(FileNotFoundError, match="no such folder"), serve(tmp_path / "nope"):
+        pass
