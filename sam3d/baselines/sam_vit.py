@@ -68,7 +68,8 @@ class SamViTShape:
 def build_sam_vit(shape: SamViTShape = SamViTShape()) -> Sam:
     """An uninitialised (randomly initialised) SAM of ``shape``, eval mode.
 
-    >>> build_sam_vit(SamViTShape(96, 4, 4, (1, 3), img_size=256, window_size=7)).image_encoder.img_size
+    >>> sam = build_sam_vit(SamViTShape(96, 4, 4, (1, 3), img_size=256, window_size=7))
+    >>> sam.image_encoder.img_size
     256
     """
     embedding = shape.img_size // shape.patch_size

@@ -34,8 +34,9 @@ def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     return groups
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float, epochs: int,
-                    end_factor: float) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+def build_optimizer(
+    model: nn.Module, lr: float, weight_decay: float, epochs: int, end_factor: float
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """AdamW over the non-empty groups and its per-epoch linear decay to ``end_factor``·lr."""
     groups = parameter_groups(model)
     param_groups = [{"params": ps, "name": name} for name, ps in groups.items() if ps]

@@ -24,7 +24,8 @@ def run_label(mode: str) -> str:
 
 
 def run_stamp(prov: dict, started: float | None = None) -> str:
-    """One line: mode, device, seed, commit and wall time, from :func:`sam3d.provenance.provenance`."""
+    """One line: mode, device, seed, commit and wall time, from
+    :func:`sam3d.provenance.provenance`."""
     wall = time.time() - started if started is not None else prov.get("wall_time_s", 0.0)
     mode = f"{prov['mode']} (rehearsal)" if prov.get("rehearsal") else prov["mode"]
     return (f"{mode} mode · {prov['device']} · seed {prov['seed']} · "

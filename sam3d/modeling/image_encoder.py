@@ -148,7 +148,8 @@ class ImageEncoder3D(nn.Module):
         return pos[:, :, :, None, :] + self.depth_embed[:, None, None, :, :]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        embed = self.patch_embed.forward_literal if self.use_literal_patch_embed else self.patch_embed
+        embed = (self.patch_embed.forward_literal if self.use_literal_patch_embed
+                 else self.patch_embed)
         tokens = embed(x) + self.positional().to(x.dtype)
         feats = []
         state = None  # carried from block to block by stateful tuners (Med-Tuning)

@@ -53,7 +53,8 @@ class MLAHead(nn.Module):
         for i in range(levels):  # official names head2 … head5
             self.add_module(
                 f"head{i + 2}",
-                nn.Sequential(*conv_in_relu(in_chans, mid_chans), *conv_in_relu(mid_chans, mid_chans)),
+                nn.Sequential(*conv_in_relu(in_chans, mid_chans),
+                              *conv_in_relu(mid_chans, mid_chans)),
             )
         self.levels = levels
 
@@ -93,7 +94,9 @@ class MaskDecoder3D(nn.Module):
             nn.Conv3d(mid_chans, num_classes, 3, padding=1, bias=False),
         )
 
-    def forward(self, feats: Sequence[torch.Tensor], skip: torch.Tensor, out_size: int) -> torch.Tensor:
+    def forward(
+        self, feats: Sequence[torch.Tensor], skip: torch.Tensor, out_size: int
+    ) -> torch.Tensor:
         skip = skip.to(feats[0].dtype)
         if self.fused:
             # cls[0] on cat(upsample(heads), skip) = fused upsample-conv of the heads + conv(skip)

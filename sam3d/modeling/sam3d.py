@@ -53,7 +53,8 @@ class Sam3D(nn.Module):
                 raise ValueError(f"prompt level {level} outside 1..{levels}")
         self.image_encoder = image_encoder
         self.mask_decoder = mask_decoder
-        self.prompt_encoders = nn.ModuleDict({str(k): v for k, v in sorted(prompt_encoders.items())})
+        self.prompt_encoders = nn.ModuleDict(
+            {str(k): v for k, v in sorted(prompt_encoders.items())})
         self.bf16 = False
 
     @property
@@ -105,6 +106,7 @@ class Sam3D(nn.Module):
                     level = int(key) - 1
                     feats[level] = prompt_encoder(feats[level], grid_points)
             # raw-image skip at twice the token resolution (a 2×2×2 mean for a 128³ crop)
-            skip = F.adaptive_avg_pool3d(volume[:, :1].permute(0, 1, 3, 4, 2), 2 * feats[0].shape[-1])
+            skip = F.adaptive_avg_pool3d(volume[:, :1].permute(0, 1, 3, 4, 2),
+                                         2 * feats[0].shape[-1])
             logits = self.mask_decoder(feats, skip, self.crop)
         return logits.float().permute(0, 1, 4, 2, 3)
