@@ -79,7 +79,7 @@ def stage_shapes(
     named = [("patch embedding (tokens B×H×W×D×C)", enc.patch_embed)]
     named += [(f"block {i + 1}", b) for i, b in enumerate(enc.blocks)]
     named += [(f"neck {i + 1} (after block {t + 1})", n) for i, (t, n) in
-              enumerate(zip(enc.taps, enc.neck_3d))]
+              enumerate(zip(enc.taps, enc.neck_3d, strict=True))]
     named += [(f"prompt encoder (level {k})", pe) for k, pe in model.prompt_encoders.items()]
     named += [("decoder MLA heads (before ×2)", model.mask_decoder.mlahead),
               ("decoder logits (B×2×H×W×D)", model.mask_decoder)]

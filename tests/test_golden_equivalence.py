@@ -88,7 +88,8 @@ def golden_run(golden_dir: Path) -> dict:
         enc.blocks[0].register_forward_pre_hook(
             lambda m, args: record.__setitem__("pos_added", summarise(args[0], stages["pos_added"]))
         ),
-        *(b.register_forward_hook(keep(name)) for b, name in zip(enc.blocks, BLOCK_STAGES)),
+        *(b.register_forward_hook(keep(name))
+          for b, name in zip(enc.blocks, BLOCK_STAGES, strict=True)),
         *(enc.neck_3d[i].register_forward_hook(keep(f"neck{i}")) for i in range(4)),
         model.prompt_encoders["4"].register_forward_hook(keep("prompt_encoder3")),
         dec.register_forward_pre_hook(

@@ -58,7 +58,7 @@ def side_by_side(paper: list[dict], run: list[dict], on: list[str], metrics: lis
     reported = {key(r): r for r in paper}
     rows = []
     for k in dict.fromkeys(order):  # paper's order first, then rows only this run has
-        row = dict(zip(on, k))
+        row = dict(zip(on, k, strict=True))
         for m in metrics:
             row[f"{m} · paper"] = reported.get(k, {}).get(m)
             row[f"{m} · {label}"] = measured.get(k, {}).get(m)

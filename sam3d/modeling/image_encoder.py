@@ -58,7 +58,7 @@ class Block3D(nn.Module):
         # for all tokens at once
         step = self.attn.chunk_for(x)
         out = []
-        for xt, ht in zip(x.reshape(-1, c).split(step), h.reshape(-1, c).split(step)):
+        for xt, ht in zip(x.reshape(-1, c).split(step), h.reshape(-1, c).split(step), strict=True):
             if tuner is not None:
                 ht = tuner.attn_out(ht)
             t = xt + ht

@@ -20,7 +20,7 @@ def test_reused_features_give_identical_logits() -> None:
         with reuse_image_features(model) as stats:
             cached = [model(volume, a), model(volume, b)]
     assert stats == {"hits": 1, "misses": 1}
-    assert all(torch.equal(x, y) for x, y in zip(fresh, cached))
+    assert all(torch.equal(x, y) for x, y in zip(fresh, cached, strict=True))
     assert not torch.equal(cached[0], cached[1])  # the clicks still matter
     assert "forward" not in vars(model.image_encoder)  # restored on exit
 
