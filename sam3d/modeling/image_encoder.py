@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -151,10 +152,11 @@ class ImageEncoder3D(nn.Module):
         embed = (self.patch_embed.forward_literal if self.use_literal_patch_embed
                  else self.patch_embed)
         tokens = embed(x) + self.positional().to(x.dtype)
-        feats = []
+        feats: list[torch.Tensor] = []
         state = None  # carried from block to block by stateful tuners (Med-Tuning)
         for i, block in enumerate(self.blocks):
-            tuner = self.peft[i] if self.peft is not None else None
+            # build_block_tuners fills self.peft with BlockTuners only
+            tuner = cast(BlockTuner, self.peft[i]) if self.peft is not None else None
             x_in = tokens
             if tuner is not None:
                 tokens = tuner.before(tokens)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -101,7 +102,7 @@ class MaskDecoder3D(nn.Module):
         if self.fused:
             # cls[0] on cat(upsample(heads), skip) = fused upsample-conv of the heads + conv(skip)
             heads = self.mlahead(feats, upsample=False)
-            w = self.cls[0].weight
+            w = cast(nn.Conv3d, self.cls[0]).weight  # conv_in_relu's convolution
             x = upsample_conv3d(heads, w[:, : heads.shape[1]], skip.shape[-1])
             x = x + F.conv3d(skip, w[:, heads.shape[1] :], padding=1)
             x = self.cls[1:](x)

@@ -101,6 +101,7 @@ class Sam3D(nn.Module):
         with ctx:
             feats = self.image_encoder(volume)
             if self.prompt_encoders:
+                assert points is not None  # check_inputs refuses None for a promptable model
                 grid_points = normalise_points(points.to(torch.float32), volume.shape[2:])
                 for key, prompt_encoder in self.prompt_encoders.items():
                     level = int(key) - 1
