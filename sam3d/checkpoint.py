@@ -6,7 +6,8 @@ the paper's model uses only the fourth) and ``decoder_dict``.
 
 sam3d: ``{"format": "sam3d/1", "variant", "config", "sam_checkpoint_sha256", "state"}`` where
 ``state`` holds only the tuned tensors when the model sits on a SAM checkpoint (whose SHA-256
-is recorded; the frozen tensors come from it), else the whole state dict. Written atomically (temporary file, then rename).
+is recorded; the frozen tensors come from it), else the whole state dict. Written atomically
+(temporary file, then rename).
 
 Supervised baselines (:mod:`sam3d.baselines.networks`, prompt-free MONAI networks trained by
 ``sam3d train --set model=<name>``): ``{"format": "sam3d-baseline/1", "variant": <baseline
@@ -37,7 +38,8 @@ FORMAT = "sam3d/1"
 BASELINE_FORMAT = "sam3d-baseline/1"
 #: the entries of the authors' checkpoints (``train.py``'s ``save_checkpoint``)
 OFFICIAL_KEYS = ("encoder_dict", "feature_dict", "decoder_dict")
-_UNUSED_PROMPT_KEYS = re.compile(r"positional_encoding_gaussian_matrix|.*cross_attn_token_to_image\.")
+_UNUSED_PROMPT_KEYS = re.compile(
+    r"positional_encoding_gaussian_matrix|.*cross_attn_token_to_image\.")
 
 
 class CheckpointError(ValueError):
@@ -84,7 +86,8 @@ def _load_strict(module: torch.nn.Module, state: dict, what: str) -> None:
              for k in own if k in state and state[k].shape != own[k].shape]
     if missing or unexpected or wrong:
         raise CheckpointError(
-            f"{what} does not match the model — missing: {missing[:5]}{'…' if len(missing) > 5 else ''}"
+            f"{what} does not match the model — missing: "
+            f"{missing[:5]}{'…' if len(missing) > 5 else ''}"
             f"; unexpected: {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}; shape mismatch: "
             f"{wrong[:5]}"
         )
@@ -237,7 +240,8 @@ def load_checkpoint(
             f"{path} holds variant {ckpt['variant']!r}, but {variant!r} was requested"
         )
     fields = {f.name for f in dataclasses.fields(Sam3DConfig)}
-    raw = {k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["config"].items() if k in fields}
+    raw = {k: tuple(v) if isinstance(v, list) else v
+           for k, v in ckpt["config"].items() if k in fields}
     try:
         cfg = Sam3DConfig(**raw)
     except (TypeError, ValueError) as exc:

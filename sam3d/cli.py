@@ -20,7 +20,8 @@ def _info(args: argparse.Namespace) -> int:
         return 0
     width = max(map(len, report))
     for key, value in report.items():
-        print(f"{key:{width}s}  {value:,}" if isinstance(value, int) else f"{key:{width}s}  {value}")
+        print(f"{key:{width}s}  {value:,}" if isinstance(value, int)
+              else f"{key:{width}s}  {value}")
     print("\npaper_total = encoder_tuned + one prompt encoder as the official code builds it "
           f"(+{report['official_unused_per_prompt_encoder']:,} unused token→image attention "
           "parameters sam3d does not build) + decoder")
@@ -137,7 +138,8 @@ def _check_official_flags(args: argparse.Namespace) -> None:
         raise ValueError(f"--protocol official scores one 128³ ROI per case: --mode {args.mode} "
                          "is for --protocol sam3d")
     for flag, value, default in (("--position", args.position, "random"),
-                                 ("--refine", args.refine, 0), ("--tolerance", args.tolerance, 5.0)):
+                                 ("--refine", args.refine, 0),
+                                 ("--tolerance", args.tolerance, 5.0)):
         if value != default:
             raise ValueError(f"{flag} {value} is not part of the official protocol (random "
                              "clicks, no refinement, NSD at 5 mm): use --protocol sam3d")
@@ -150,7 +152,8 @@ def _evaluate_official(args: argparse.Namespace, model, spec) -> int:
     if isinstance(model, PromptFree) or not model.config.prompt_levels:
         raise ValueError(f"{args.checkpoint} holds a prompt-free model: the official click "
                          "protocol needs a click-prompted one")
-    res = evaluate_dataset_official(model, args.dataset or spec.name, args.data, args.out, ks=tuple(args.k),
+    res = evaluate_dataset_official(model, args.dataset or spec.name, args.data, args.out,
+                                    ks=tuple(args.k),
                                     seed=args.seed, ids=args.case, part=args.part,
                                     split=None if args.case else _split_of(args),
                                     clicks=args.clicks,

@@ -94,7 +94,8 @@ class Sam3DConfig:
 
     def __post_init__(self) -> None:
         if self.tuning not in TUNING_POLICIES:
-            raise ValueError(f"unknown tuning policy {self.tuning!r}; known: {sorted(TUNING_POLICIES)}")
+            raise ValueError(f"unknown tuning policy {self.tuning!r}; "
+                             f"known: {sorted(TUNING_POLICIES)}")
         if not 0 < self.adapter_ratio <= 4:
             raise ValueError(f"adapter_ratio must be in (0, 4], got {self.adapter_ratio}")
         if self.peft not in PEFT_METHODS:

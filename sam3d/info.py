@@ -67,7 +67,9 @@ def encoder_breakdown(model: Sam3D) -> list[tuple[str, int, bool]]:
     return [(k, n, tuned) for (k, tuned), n in groups.items()]
 
 
-def stage_shapes(model: Sam3D, volume: torch.Tensor, points: torch.Tensor | None) -> list[tuple[str, tuple]]:
+def stage_shapes(
+    model: Sam3D, volume: torch.Tensor, points: torch.Tensor | None
+) -> list[tuple[str, tuple]]:
     """Run one forward and record the output shape of every stage, in execution order.
 
     Encoder stages are in the official (H, W, D) layout; the final logits are ``B×2×D×H×W``.
@@ -77,11 +79,12 @@ def stage_shapes(model: Sam3D, volume: torch.Tensor, points: torch.Tensor | None
     named = [("patch embedding (tokens B×H×W×D×C)", enc.patch_embed)]
     named += [(f"block {i + 1}", b) for i, b in enumerate(enc.blocks)]
     named += [(f"neck {i + 1} (after block {t + 1})", n) for i, (t, n) in
-              enumerate(zip(enc.taps, enc.neck_3d))]
+              enumerate(zip(enc.taps, enc.neck_3d, strict=True))]
     named += [(f"prompt encoder (level {k})", pe) for k, pe in model.prompt_encoders.items()]
     named += [("decoder MLA heads (before ×2)", model.mask_decoder.mlahead),
               ("decoder logits (B×2×H×W×D)", model.mask_decoder)]
-    hooks = [m.register_forward_hook(lambda _m, _i, out, name=name: rows.append((name, tuple(out.shape))))
+    hooks = [m.register_forward_hook(
+                 lambda _m, _i, out, name=name: rows.append((name, tuple(out.shape))))
              for name, m in named]
     try:
         with torch.no_grad():

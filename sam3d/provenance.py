@@ -24,9 +24,11 @@ def git_commit(root: str | Path | None = None) -> str:
     root = Path(root) if root else Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root,
-                                capture_output=True, text=True, encoding="utf-8", errors="replace", check=True).stdout.strip()
+                                capture_output=True, text=True, encoding="utf-8",
+                                errors="replace", check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=root, capture_output=True, text=True, encoding="utf-8", errors="replace", check=False).stdout.strip()
+                               cwd=root, capture_output=True, text=True, encoding="utf-8",
+                               errors="replace", check=False).stdout.strip()
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -65,7 +65,7 @@ def show_planes(image: np.ndarray, label: np.ndarray | None = None, *,
         fig = axes[0].figure
     clicks = np.zeros((0, 3), int) if clicks is None else np.asarray(clicks).reshape(-1, 3)
     positive = np.ones(len(clicks), bool) if positive is None else np.asarray(positive, bool)
-    for ax, name in zip(axes, PLANES):
+    for ax, name in zip(axes, PLANES, strict=False):
         axis = _axis(name)
         index = int(point[axis])
         ax.imshow(plane(image, name, index), cmap="gray", vmin=window[0], vmax=window[1],

@@ -88,12 +88,13 @@ def golden_run(golden_dir: Path) -> dict:
         enc.blocks[0].register_forward_pre_hook(
             lambda m, args: record.__setitem__("pos_added", summarise(args[0], stages["pos_added"]))
         ),
-        *(b.register_forward_hook(keep(name)) for b, name in zip(enc.blocks, BLOCK_STAGES)),
+        *(b.register_forward_hook(keep(name))
+          for b, name in zip(enc.blocks, BLOCK_STAGES, strict=True)),
         *(enc.neck_3d[i].register_forward_hook(keep(f"neck{i}")) for i in range(4)),
         model.prompt_encoders["4"].register_forward_hook(keep("prompt_encoder3")),
         # the fused decoder never materialises the ×2 concat: keep each level's head, then
         # concatenate and upsample them below
-        *(getattr(dec.mlahead, f"head{i + 2}").register_forward_hook(
+        *(dec.mlahead.head(i).register_forward_hook(
             lambda m, args, out, i=i: heads.__setitem__(i, out)) for i in range(4)),
         dec.cls[3].register_forward_hook(keep("decoder_cls_64")),
     ]

@@ -279,7 +279,7 @@ def test_itk_slices_from_futures():
     loop = asyncio.new_event_loop()
     try:
         done = [loop.create_future() for _ in range(3)]
-        for f, v in zip(done, (1.0, 2.0, 3.0)):
+        for f, v in zip(done, (1.0, 2.0, 3.0), strict=True):
             f.set_result(v)
         assert slices_to_click(*done, SHAPE) == (3, 2, 1)
         with pytest.raises(ClickError, match="has not arrived yet"):
@@ -320,9 +320,9 @@ def test_chapter_default_clicks():
 
 
 def test_chapter_resolve_checkpoint(tmp_path, monkeypatch):
-    from sam3d.provenance import project_path
     from sam3d.engine import cached
     from sam3d.interactive.chapter import resolve_checkpoint
+    from sam3d.provenance import project_path
 
     ckpt = tmp_path / "model.pt"
     ckpt.write_bytes(b"x")

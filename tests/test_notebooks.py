@@ -43,7 +43,8 @@ def test_notebook_structure(path):
     assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
     for name in PARAMETERS:
         assert f"{name} =" in tagged[0].source, f"parameter {name} missing"
-    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit it unexecuted"
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), \
+        "commit it unexecuted"
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert "provenance(" in code, "needs a provenance cell (package versions, device, commit, time)"
 
@@ -54,7 +55,8 @@ def test_launch_buttons_and_the_set_up_cells_name_one_repository():
     config = yaml.safe_load((REPO / "_config.yml").read_text(encoding="utf-8"))
     url = config["repository"]["url"]
     buttons = config["launch_buttons"]
-    assert url.startswith("https://github.com/") and buttons["colab_url"] and buttons["binderhub_url"]
+    assert (url.startswith("https://github.com/") and buttons["colab_url"]
+            and buttons["binderhub_url"])
     for path in NOTEBOOKS:
         setup = nbformat.read(path, as_version=4).cells[1]
         assert "setup" in setup.metadata.get("tags", []), f"{path.name}: no set-up cell first"

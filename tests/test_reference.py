@@ -36,7 +36,8 @@ def test_bad_names_are_refused() -> None:
         paper_metric(row, "kits", "hd95")
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="the shared transcription is not beside the checkout")
+@pytest.mark.skipif(not SHARED.is_dir(),
+                    reason="the shared transcription is not beside the checkout")
 def test_package_copy_equals_the_transcription() -> None:
     for name in TABLES.values():
         ours = (Path(__file__).resolve().parents[1] / "sam3d" / "reference" / name)

@@ -1,4 +1,5 @@
-"""The nnU-Net baseline of Table 1, run through nnU-Net v2 itself (``pip install sam3d[baselines]``).
+"""The nnU-Net baseline of Table 1, run through nnU-Net v2 itself
+(``pip install sam3d[baselines]``).
 
 Nothing of nnU-Net is re-implemented here: this module only converts a dataset in the common
 layout (:mod:`sam3d.data.layout`) into nnU-Net v2's raw format, runs nnU-Net's own integrity
@@ -55,7 +56,8 @@ class NnUNetError(RuntimeError):
 
 def dataset_folder_name(dataset_id: int, name: str) -> str:
     """``Dataset{id:03d}_{name}``, nnU-Net v2's folder name (id 1–999, name ``[A-Za-z0-9_-]``)."""
-    if isinstance(dataset_id, bool) or not isinstance(dataset_id, int) or not 1 <= dataset_id <= 999:
+    if (isinstance(dataset_id, bool) or not isinstance(dataset_id, int)
+            or not 1 <= dataset_id <= 999):
         raise ValueError(f"dataset_id must be an integer in 1..999, got {dataset_id!r}")
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValueError(f"name must be letters, digits, '_' or '-' (not starting with '_' "
@@ -143,7 +145,8 @@ def export_nnunet(prepared_root: str | Path, out_raw: str | Path, dataset_id: in
                 case = index.cases[case_id]
                 if not case.image.name.endswith(FILE_ENDING):
                     raise NnUNetError(f"{case.image}: expected a {FILE_ENDING} file")
-                shutil.copyfile(case.image, tmp / f"images{sub}" / f"{case_id}_{CHANNEL}{FILE_ENDING}")
+                shutil.copyfile(case.image,
+                                tmp / f"images{sub}" / f"{case_id}_{CHANNEL}{FILE_ENDING}")
                 targets[case_id] = case.target if target is None else target
                 lesion[case_id] = _write_binary_label(
                     case.label, tmp / f"labels{sub}" / f"{case_id}{FILE_ENDING}", targets[case_id])
@@ -161,7 +164,8 @@ def export_nnunet(prepared_root: str | Path, out_raw: str | Path, dataset_id: in
                       "lesion_voxels": lesion},
         }
         (tmp / "dataset.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-        (tmp / SPLITS_FILE).write_text(json.dumps(splits_final(split), indent=1) + "\n", encoding="utf-8")
+        (tmp / SPLITS_FILE).write_text(json.dumps(splits_final(split), indent=1) + "\n",
+                                       encoding="utf-8")
         if final.exists():
             old = out_raw / f".{folder}.old-{uuid.uuid4().hex[:8]}"
             final.rename(old)
@@ -258,7 +262,8 @@ def verify(dataset_dir: str | Path, num_processes: int = 1, timeout: float | Non
                               capture_output=True, text=True, encoding="utf-8", errors="replace",
                               timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
-        raise NnUNetError(f"nnU-Net's integrity check of {dataset_dir} took over {timeout} s") from None
+        raise NnUNetError(
+            f"nnU-Net's integrity check of {dataset_dir} took over {timeout} s") from None
     output = proc.stdout + proc.stderr
     if proc.returncode == 0:
         return output
@@ -267,9 +272,11 @@ def verify(dataset_dir: str | Path, num_processes: int = 1, timeout: float | Non
     starts = [i for i, ln in enumerate(err_lines) if _EXCEPTION.match(ln)]
     reason = (" ".join(err_lines[starts[-1]:][:10]) if starts
               else err_lines[-1] if err_lines else f"exit status {proc.returncode}")
-    details = [ln.rstrip() for ln in proc.stdout.splitlines() if ln.strip() and not _NOISE.match(ln)]
+    details = [ln.rstrip() for ln in proc.stdout.splitlines()
+               if ln.strip() and not _NOISE.match(ln)]
     raise NnUNetError(f"nnU-Net's integrity check (verify_dataset_integrity) rejected "
-                      f"{dataset_dir}: {reason}" + ("\n" + "\n".join(details[-40:]) if details else ""))
+                      f"{dataset_dir}: {reason}"
+                      + ("\n" + "\n".join(details[-40:]) if details else ""))
 
 
 def environment(raw: str | Path, preprocessed: str | Path, results: str | Path) -> dict[str, str]:
@@ -295,10 +302,12 @@ def steps(dataset_id: int, name: str, *, raw: str | Path, results: str | Path,
     raw_dir = Path(raw).resolve() / folder
     model_dir = Path(results).resolve() / folder / f"{trainer}__{plans}__{configuration}"
     pred = (Path(predictions) if predictions is not None
-            else Path(results).resolve() / folder / f"predictions_imagesTs_{configuration}_fold{fold}")
+            else Path(results).resolve() / folder
+            / f"predictions_imagesTs_{configuration}_fold{fold}")
     d = str(dataset_id)
     cmds = [
-        ["nnUNetv2_plan_and_preprocess", "-d", d, "-c", configuration, "--verify_dataset_integrity"],
+        ["nnUNetv2_plan_and_preprocess", "-d", d, "-c", configuration,
+         "--verify_dataset_integrity"],
         ["nnUNetv2_train", d, configuration, str(fold), "-tr", trainer, "-p", plans,
          "-device", device],
         ["nnUNetv2_predict", "-i", str(raw_dir / "imagesTs"), "-o", str(pred), "-d", d,

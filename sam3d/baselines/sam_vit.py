@@ -17,7 +17,11 @@ from functools import partial
 
 import torch
 from segment_anything.modeling import (
-    ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer,
+    ImageEncoderViT,
+    MaskDecoder,
+    PromptEncoder,
+    Sam,
+    TwoWayTransformer,
 )
 
 __all__ = ["SamViTShape", "build_sam_vit", "shape_from_state", "shape_of_variant"]
@@ -64,7 +68,8 @@ class SamViTShape:
 def build_sam_vit(shape: SamViTShape = SamViTShape()) -> Sam:
     """An uninitialised (randomly initialised) SAM of ``shape``, eval mode.
 
-    >>> build_sam_vit(SamViTShape(96, 4, 4, (1, 3), img_size=256, window_size=7)).image_encoder.img_size
+    >>> sam = build_sam_vit(SamViTShape(96, 4, 4, (1, 3), img_size=256, window_size=7))
+    >>> sam.image_encoder.img_size
     256
     """
     embedding = shape.img_size // shape.patch_size

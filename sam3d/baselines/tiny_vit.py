@@ -46,7 +46,8 @@ def _positive_int(value: object, name: str) -> int:
 
 
 def window_offset_index(window: int) -> torch.Tensor:
-    """``w²×w²`` int64: ``|i − i'|·w + |j − j'|`` for tokens ``(i, j)``, ``(i', j')`` (row-major)."""
+    """``w²×w²`` int64: ``|i − i'|·w + |j − j'|`` for tokens ``(i, j)``, ``(i', j')``
+    (row-major)."""
     window = _positive_int(window, "window")
     i, j = torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")
     i, j = i.reshape(-1), j.reshape(-1)
@@ -54,7 +55,8 @@ def window_offset_index(window: int) -> torch.Tensor:
 
 
 class Conv2dBN(nn.Module):
-    """Conv (no bias, "same" padding for odd kernels) then BatchNorm: ``B×Cin×H×W → B×Cout×H'×W'``."""
+    """Conv (no bias, "same" padding for odd kernels) then BatchNorm:
+    ``B×Cin×H×W → B×Cout×H'×W'``."""
 
     def __init__(self, in_ch: int, out_ch: int, kernel: int = 1, stride: int = 1,
                  groups: int = 1) -> None:

@@ -27,9 +27,9 @@ import torch
 from segment_anything import sam_model_registry
 from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-from ..hashing import sha256_file
 from ..checkpoint import CheckpointError, read_checkpoint_file
 from ..data.samples import Distribution, download, extract_members, verify
+from ..hashing import sha256_file
 from .sam_vit import build_sam_vit, shape_from_state
 from .tiny_vit import TinyViT
 

@@ -343,7 +343,10 @@ class Click:
 
 
 def error_click(
-    pred: np.ndarray, gt: np.ndarray, rng: np.random.Generator | None = None, spacing: Spacing = _ISO
+    pred: np.ndarray,
+    gt: np.ndarray,
+    rng: np.random.Generator | None = None,
+    spacing: Spacing = _ISO,
 ) -> Click | None:
     """Next refinement click for a D×H×W prediction against the ground truth, or None if equal.
 

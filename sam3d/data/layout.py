@@ -128,7 +128,8 @@ def read_index(root: str | Path) -> DatasetIndex:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise LayoutError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise LayoutError(f"{path}: format is {doc.get('format') if isinstance(doc, dict) else doc!r}"
+        raise LayoutError(f"{path}: format is "
+                          f"{doc.get('format') if isinstance(doc, dict) else doc!r}"
                           f", expected {FORMAT!r}")
     try:
         labels = {int(k): str(v) for k, v in doc["labels"].items()}
@@ -149,7 +150,8 @@ def read_index(root: str | Path) -> DatasetIndex:
                 shape=tuple(int(s) for s in rec["shape"]),
                 spacing=tuple(float(s) for s in rec["spacing"]),
                 target=int(rec.get("target", target)),
-                target_voxels=None if rec.get("target_voxels") is None else int(rec["target_voxels"]),
+                target_voxels=(None if rec.get("target_voxels") is None
+                               else int(rec["target_voxels"])),
                 labels={int(k): str(v) for k, v in rec.get("labels", labels).items()},
                 note=str(rec.get("note", "")),
             )

@@ -154,8 +154,9 @@ def _ellipse(x, y, cx, cy, ax, ay, angle=0.0, level=False):
 
 def _anatomy(rng: np.random.Generator, spec: PhantomSpec):
     """Noiseless HU volume (float32, x·y·z) and the organ mask (bool, x·y·z)."""
-    coords = [(np.arange(n) - (n - 1) / 2) * s for n, s in zip(spec.shape, spec.spacing)]
-    ext = [n * s for n, s in zip(spec.shape, spec.spacing)]
+    coords = [(np.arange(n) - (n - 1) / 2) * s
+              for n, s in zip(spec.shape, spec.spacing, strict=True)]
+    ext = [n * s for n, s in zip(spec.shape, spec.spacing, strict=True)]
     x, y, z = (c.astype(np.float32) for c in coords)  # mm; float32 keeps the volume ops cheap
     x, y = x[:, None], y[None, :]  # (nx, 1), (1, ny); z: (nz,)
     u = rng.uniform(-1, 1, 40).tolist()  # fixed count: anatomy independent of other settings
@@ -253,7 +254,7 @@ def _tumour_shape(rng: np.random.Generator, radius: float, d: float, spacing):
     bound = max(axes.max() * (1 + np.abs(bumps).sum()),
                 max((np.linalg.norm(sat_c, axis=1) + sat_r).tolist(), default=0.0)) + 3.0
     half = [math.ceil(bound / s) for s in spacing]
-    grids = np.meshgrid(*[np.arange(-h, h + 1) * s for h, s in zip(half, spacing)],
+    grids = np.meshgrid(*[np.arange(-h, h + 1) * s for h, s in zip(half, spacing, strict=True)],
                         indexing="ij")
     off = np.stack(grids, -1)  # (a, b, c, 3) mm
     dist = np.linalg.norm(off, axis=-1)
@@ -261,7 +262,7 @@ def _tumour_shape(rng: np.random.Generator, radius: float, d: float, spacing):
     rho = np.linalg.norm((off @ rot) / axes, axis=-1)
     mod = 1 + (np.exp(3.0 * (unit @ dirs.T - 1.0)) * bumps).sum(-1)
     sd = (rho - mod) * float(np.exp(np.log(axes).mean()))
-    for c, r in zip(sat_c, sat_r):
+    for c, r in zip(sat_c, sat_r, strict=True):
         sd = np.minimum(sd, np.linalg.norm(off - c, axis=-1) - r)
     return sd, dist, n_sat
 
@@ -307,14 +308,14 @@ def _place_tumours(rng, spec: PhantomSpec, img: np.ndarray, organ: np.ndarray, l
             radius = max(radius * 0.85, SMALL_RADIUS_MM * 0.8)
         else:
             if not out:
-                ext = "x".join(f"{n * v:g}" for n, v in zip(spec.shape, spec.spacing))
+                ext = "x".join(f"{n * v:g}" for n, v in zip(spec.shape, spec.spacing, strict=True))
                 raise ValueError(f"organ too small to hold a tumour in a {ext} mm volume ({spec})"
                                  "; use a larger physical extent (shape x spacing)")
             break
         centre = origin + np.array(np.unravel_index(cand[rng.integers(cand.size)], edt.shape))
         half = (np.array(sd.shape) - 1) // 2
         dst, src = [], []
-        for c, h, n in zip(centre, half, spec.shape):
+        for c, h, n in zip(centre, half, spec.shape, strict=True):
             a, b = c - h, c + h + 1
             dst.append(slice(max(a, 0), min(b, n)))
             src.append(slice(max(a, 0) - a, 2 * h + 1 - (b - min(b, n))))
@@ -324,7 +325,7 @@ def _place_tumours(rng, spec: PhantomSpec, img: np.ndarray, organ: np.ndarray, l
         label[dst][inside[src]] = TARGET
         zone[dst] |= support[src]
         # later tumours keep their dilated support clear of this one's (a lower bound of depth)
-        rel = [(p - (c - o)) * s for p, c, o, s in zip(pos, centre, origin, sp)]
+        rel = [(p - (c - o)) * s for p, c, o, s in zip(pos, centre, origin, sp, strict=True)]
         edt = np.minimum(edt, np.sqrt(rel[0] ** 2 + rel[1] ** 2 + rel[2] ** 2) - need)
         out.append({"centre": [int(c) for c in centre], "radius_mm": round(float(radius), 3),
                     "contrast_hu": round(float(contrast), 3), "lobes": n_sat,

@@ -72,8 +72,10 @@ DISTRIBUTIONS = {
             "totalsegmentator==2.18.0",
             "totalsegmentator-2.18.0.tar.gz",
             "5d4223ef93973bc36d710869d11e7742ead2c154c72f7f9edcaaadd5b6c4bd03",
-            {"example_ct_sm.nii.gz": "totalsegmentator-2.18.0/tests/reference_files/example_ct_sm.nii.gz",
-             "example_seg.nii.gz": "totalsegmentator-2.18.0/tests/reference_files/example_seg.nii.gz"},
+            {"example_ct_sm.nii.gz":
+                 "totalsegmentator-2.18.0/tests/reference_files/example_ct_sm.nii.gz",
+             "example_seg.nii.gz":
+                 "totalsegmentator-2.18.0/tests/reference_files/example_seg.nii.gz"},
             ("--no-binary", ":all:"),
         ),
     )
@@ -109,7 +111,8 @@ def download(dist: Distribution, vendor: Path) -> Path:
     vendor.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(vendor),
            *dist.pip_args, dist.requirement]
-    proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace",
+                          check=False)
     if proc.returncode != 0 or not path.is_file():
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise SampleDataError(

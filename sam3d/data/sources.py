@@ -27,8 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from .download import (CHECKSUMS_FORMAT, DownloadError, download_file, extracted_marker,
-                       load_checksums, safe_extract)
+from .download import (
+    CHECKSUMS_FORMAT,
+    DownloadError,
+    download_file,
+    extracted_marker,
+    load_checksums,
+    safe_extract,
+)
 
 MSD_HOST = "https://msd-for-monai.s3-us-west-2.amazonaws.com"
 KITS_IMAGING_HOST = "https://kits19.sfo2.digitaloceanspaces.com"

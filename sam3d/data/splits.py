@@ -33,7 +33,8 @@ def official_split(name: str, fold: int = 0) -> dict[str, list[str]]:
     """Case ids of fold ``fold`` (0–4) of the official split of ``name``."""
     if name not in OFFICIAL:
         raise SplitError(f"no official split for {name!r}; official: {', '.join(OFFICIAL)}")
-    doc = json.loads(resources.files("sam3d.data").joinpath(f"splits/{name}.json").read_text(encoding="utf-8"))
+    doc = json.loads(resources.files("sam3d.data").joinpath(f"splits/{name}.json")
+                     .read_text(encoding="utf-8"))
     folds = doc["folds"]
     if not 0 <= fold < len(folds):
         raise SplitError(f"{name}: fold must be in 0..{len(folds) - 1}, got {fold}")

@@ -103,7 +103,8 @@ def compute_statistics(index: DatasetIndex, case_ids: list[str], foreground: str
     if not case_ids:
         raise ValueError("no cases to compute statistics over")
     if foreground == "target":  # cases without a lesion (or with target 0) have no such voxels
-        case_ids = [i for i in case_ids if index.cases[i].target and index.cases[i].target_voxels != 0]
+        case_ids = [i for i in case_ids
+                    if index.cases[i].target and index.cases[i].target_voxels != 0]
         if not case_ids:
             raise ValueError("none of the cases has lesion voxels")
     acc = IntensityAccumulator()

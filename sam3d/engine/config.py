@@ -7,6 +7,7 @@ and ``overrides`` such as ``["epochs=3", "bf16=true"]`` (values parsed as YAML s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 from importlib import resources
@@ -133,7 +134,8 @@ class TrainConfig:
              "iterations_per_epoch must be ≥ 1 or null")
         need(self.lr > 0 and 0 < self.lr_end_factor <= 1, "lr must be > 0, lr_end_factor in (0, 1]")
         need(self.weight_decay >= 0 and self.grad_clip > 0, "weight_decay ≥ 0, grad_clip > 0")
-        need(self.lambda_dice >= 0 and self.lambda_ce >= 0 and self.lambda_dice + self.lambda_ce > 0,
+        need(self.lambda_dice >= 0 and self.lambda_ce >= 0
+             and self.lambda_dice + self.lambda_ce > 0,
              "loss weights must be ≥ 0 and not both 0")
         need(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
              f"device must be auto, cpu or cuda[:N], got {self.device!r}")
@@ -171,10 +173,8 @@ def parse_overrides(overrides) -> dict:
         except yaml.YAMLError as exc:
             raise ConfigError(f"override {item!r}: {exc}") from None
         if isinstance(parsed, str):  # YAML 1.1 reads "2e-4" as a string; take it as a number
-            try:
+            with contextlib.suppress(ValueError):
                 parsed = float(parsed)
-            except ValueError:
-                pass
         out[key.strip()] = parsed
     return out
 
@@ -194,7 +194,8 @@ def load_config(name_or_path: str | Path, overrides=None, *,
             raise ConfigError(f"configuration file not found: {path}")
         text = path.read_text(encoding="utf-8")
     elif str(name_or_path) in shipped_configs():
-        text = resources.files("sam3d").joinpath(f"configs/train/{name_or_path}.yaml").read_text(encoding="utf-8")
+        text = (resources.files("sam3d").joinpath(f"configs/train/{name_or_path}.yaml")
+                .read_text(encoding="utf-8"))
     else:
         raise ConfigError(f"unknown configuration {name_or_path!r}: not a file, and not one of "
                           f"{shipped_configs()}")

@@ -14,6 +14,7 @@ import gc
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -98,13 +99,15 @@ class Trainer:
         # stored in every checkpoint, so prediction preprocesses exactly as training did
         self.spec = spec_with_statistics(get_spec(cfg.dataset), index,
                                          index.lesion_cases(split["train"]), cfg.cache_dir)
-        kw = {"crop": crop, "split_file": cfg.split_file, "fold": cfg.fold, "seed": cfg.seed,
-              "cache_dir": cfg.cache_dir, "preprocessing": cfg.preprocessing}
+        kw: dict[str, Any] = {"crop": crop, "split_file": cfg.split_file, "fold": cfg.fold,
+                              "seed": cfg.seed, "cache_dir": cfg.cache_dir,
+                              "preprocessing": cfg.preprocessing}
         return (build_dataset(cfg.data_dir, self.spec, "train", **kw),
                 build_dataset(cfg.data_dir, self.spec, "val", **kw))
 
     def preprocessing(self) -> dict:
         s = self.spec
+        assert s.window is not None  # spec_with_statistics (in _data) always sets it
         return {"name": s.name, "window": list(s.window), "mean": s.mean, "std": s.std,
                 "spacing": s.spacing, "target": s.target}
 
@@ -123,6 +126,7 @@ class Trainer:
     def _loader(self, dataset, epoch: int) -> DataLoader:
         cfg = self.cfg
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        sampler: DistributedSampler | RandomSampler
         if self.dist.world > 1:
             sampler = DistributedSampler(dataset, self.dist.world, self.dist.rank, shuffle=True,
                                          seed=cfg.seed)
@@ -179,8 +183,9 @@ class Trainer:
             if self.dist.is_main:
                 improved = not math.isnan(val_loss) and val_loss < best
                 best = val_loss if improved else best
-                kw = {"epoch": epoch, "best": best, "history": history, "config": cfg.as_dict(),
-                      "preprocessing": self.preprocessing()}
+                kw: dict[str, Any] = {"epoch": epoch, "best": best, "history": history,
+                                      "config": cfg.as_dict(),
+                                      "preprocessing": self.preprocessing()}
                 save_training_state(last, model, optimizer, scheduler, **kw)
                 if improved:
                     save_training_state(self.out / "best.pt", model, optimizer, scheduler, **kw)

@@ -10,8 +10,13 @@ the same settings.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from ..modeling.sam3d import Sam3D
 
 GROUPS = ("encoder", "prompt", "decoder")
 
@@ -24,18 +29,20 @@ def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
         if not groups["network"]:
             raise ValueError("the model has no trainable parameters")
         return groups
+    sam = cast("Sam3D", model)  # a Sam3D: duck-typed by its image encoder above
     groups = {
-        "encoder": [p for p in model.image_encoder.parameters() if p.requires_grad],
-        "prompt": [p for p in model.prompt_encoders.parameters() if p.requires_grad],
-        "decoder": [p for p in model.mask_decoder.parameters() if p.requires_grad],
+        "encoder": [p for p in sam.image_encoder.parameters() if p.requires_grad],
+        "prompt": [p for p in sam.prompt_encoders.parameters() if p.requires_grad],
+        "decoder": [p for p in sam.mask_decoder.parameters() if p.requires_grad],
     }
     if not any(groups.values()):
         raise ValueError("the model has no trainable parameters")
     return groups
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float, epochs: int,
-                    end_factor: float) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+def build_optimizer(
+    model: nn.Module, lr: float, weight_decay: float, epochs: int, end_factor: float
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """AdamW over the non-empty groups and its per-epoch linear decay to ``end_factor``·lr."""
     groups = parameter_groups(model)
     param_groups = [{"params": ps, "name": name} for name, ps in groups.items() if ps]

@@ -111,7 +111,8 @@ def nsd(pred: Mask, gt: Mask, spacing: Sequence[float], tolerance_mm: float = 5.
     if not (p_any and g_any):
         return 1.0 if p_any == g_any else 0.0
     with warnings.catch_warnings():  # MONAI 1.5–1.6 warns about its own internal call
-        warnings.filterwarnings("ignore", message=".*always_return_as_numpy", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=".*always_return_as_numpy",
+                                category=FutureWarning)
         value = compute_surface_dice(p[None, None], g[None, None], [float(tolerance_mm)],
                                      include_background=True, spacing=list(sp),
                                      use_subvoxels=surface == "surfel")

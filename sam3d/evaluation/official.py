@@ -42,7 +42,12 @@ from monai.losses import DiceLoss
 from monai.transforms import NormalizeIntensity, ScaleIntensityRange
 
 from ..data.official import (
-    OFFICIAL, OfficialDataset, OfficialError, get_dataset, read_volume, resample_image,
+    OFFICIAL,
+    OfficialDataset,
+    OfficialError,
+    get_dataset,
+    read_volume,
+    resample_image,
     resize_label,
 )
 from .metrics import nsd as surface_dice
@@ -122,9 +127,10 @@ def roi_of(clicks: np.ndarray, shape: tuple[int, int, int], size: int = ROI) -> 
     start = centre - size // 2
     stop = start + size
     pad = []
-    for s, e, n in zip(start, stop, shape):
+    for s, e, n in zip(start, stop, shape, strict=True):
         pad += [max(0, -int(s)), max(0, int(e) - int(n))]
-    slices = [(max(0, int(s)), min(int(e), int(n))) for s, e, n in zip(start, stop, shape)]
+    slices = [(max(0, int(s)), min(int(e), int(n)))
+              for s, e, n in zip(start, stop, shape, strict=True)]
     return {"start": start.tolist(), "stop": stop.tolist(), "slices": slices, "pad": pad}
 
 

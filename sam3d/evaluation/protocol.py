@@ -145,7 +145,8 @@ def evaluate_case(predictor: Predictor, entry: CaseEntry, settings: EvalSettings
             clicks = stored.array()
         else:
             clicks, fallback = draw_clicks(lesion, k, entry.case_id, settings, grid)
-        result.clicks.append(ClickSet(case=entry.case_id, points=[tuple(map(int, p)) for p in clicks],
+        result.clicks.append(ClickSet(case=entry.case_id,
+                                      points=[tuple(map(int, p)) for p in clicks],
                                       positive=[True] * k, protocol=protocol,
                                       seed=settings.seed, shape=lesion.shape))
         for mode in (m for m in settings.modes if m != "auto"):

@@ -187,7 +187,8 @@ def write_csv(path: Path, rows: list[dict], fields) -> Path:
 
 
 #: how the official protocol's clicks are stored in clicks.json
-OFFICIAL_SPACE = "DHW voxel indices of the official 1 mm grid (raw array transposed by spatial_index)"
+OFFICIAL_SPACE = ("DHW voxel indices of the official 1 mm grid "
+                  "(raw array transposed by spatial_index)")
 
 
 def official_seed(seed: int, case_id: str, k: int) -> int:

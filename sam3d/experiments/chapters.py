@@ -78,8 +78,9 @@ def errors_of(notebook: str | Path) -> list[str]:
 def execute_chapter(path: str | Path, out_dir: str | Path, params: dict, *,
                     progress: bool = False, kernel: str = "python3") -> dict:
     """Execute one chapter into ``out_dir`` (from the project root) with those of ``params``
-    its parameters cell declares; returns ``{"chapter", "output", "seconds", "parameters"}``. A failing cell raises papermill's
-    ``PapermillExecutionError`` after the partial notebook is written (for inspection)."""
+    its parameters cell declares; returns ``{"chapter", "output", "seconds", "parameters"}``.
+    A failing cell raises papermill's ``PapermillExecutionError`` after the partial notebook is
+    written (for inspection)."""
     import papermill
 
     path, out_dir = Path(path), Path(out_dir)

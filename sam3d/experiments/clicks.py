@@ -106,7 +106,7 @@ def plot_curve(curve: list[dict], refinement: list[dict] | None = None, title: s
     fig, ax = plt.subplots(figsize=(6.4, 3.6), constrained_layout=True)
     for case in sorted({r["case"] for r in refinement or []}):
         pts = [(r["click"], 100 * r["dice"]) for r in refinement if r["case"] == case]
-        ax.plot(*zip(*pts), color="0.75", lw=0.8)
+        ax.plot(*zip(*pts, strict=True), color="0.75", lw=0.8)
     x = [r["click"] for r in curve]
     ax.plot(x, [r["dice"] for r in curve], "o-", label="Dice (mean)")
     ax.plot(x, [r["nsd"] for r in curve], "s--", label="NSD (mean)")

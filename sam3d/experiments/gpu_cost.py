@@ -58,7 +58,8 @@ def chapter_estimates(dataset: str = "kits", bench: str | Path = BENCH) -> list[
                       "chapter 3; SAM 2D not counted)", len(KS) * test),
         ("05_table2_peft", f"{TABLE2_MODELS} automatic models × {epochs} epochs at 256³ "
                            f"(×{AUTO_FACTOR})", TABLE2_MODELS * AUTO_FACTOR * train),
-        ("06_prompt_position", f"{POSITIONS} positions × {n['test']} test forwards", POSITIONS * test),
+        ("06_prompt_position", f"{POSITIONS} positions × {n['test']} test forwards",
+         POSITIONS * test),
         ("07_feature_level", f"{TABLE3_MODELS} models × {epochs} epochs", TABLE3_MODELS * train),
         ("08_clicks_refinement", f"{n['test']} test volumes × ({len(KS)} + {REFINE} refinement) "
                                  "forwards", (len(KS) + REFINE) * test),

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from ..config import get_config
 from ..reference import paper_rows
-from .peft import RUNS, evaluate_variant, variant_checkpoint
 from ..rehearsal import full_variant  # the variant a rehearsal trains instead
+from .peft import RUNS, evaluate_variant, variant_checkpoint
 from .report import check_mode
 
 #: the settings of Table 3 as the paper writes them, in the paper's order (level 4 last)

@@ -131,7 +131,7 @@ def plot_positions(image: np.ndarray, lesion: np.ndarray, clicks: dict[str, np.n
         raise ValueError("no clicks to show")
     fig, axes = plt.subplots(len(clicks), 3, figsize=(10, 3.1 * len(clicks)),
                              constrained_layout=True, squeeze=False)
-    for row, (position, pts) in zip(axes, clicks.items()):
+    for row, (position, pts) in zip(axes, clicks.items(), strict=True):
         pts = np.asarray(pts).reshape(-1, 3)
         show_planes(image, lesion, point=tuple(int(v) for v in pts[0]), clicks=pts,
                     window=(-2.5, 2.5), axes=row)

@@ -181,7 +181,8 @@ def fixture_runs(folder: str | Path, runs=("p1",)) -> list[dict]:
             if r is None:
                 continue
             out.append({"case": name, "dataset": c["data_arg"],
-                        "image": folder / c["files"]["image"], "label": folder / c["files"]["label"],
+                        "image": folder / c["files"]["image"],
+                        "label": folder / c["files"]["label"],
                         "k": int(r["clicks"]["num_prompts"]),
                         "click_indices": [int(i) for i in r["clicks"]["sample"]],
                         "fixture_dice": float(r["metrics"]["dice_test_py"]),

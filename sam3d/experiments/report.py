@@ -24,7 +24,8 @@ def run_label(mode: str) -> str:
 
 
 def run_stamp(prov: dict, started: float | None = None) -> str:
-    """One line: mode, device, seed, commit and wall time, from :func:`sam3d.provenance.provenance`."""
+    """One line: mode, device, seed, commit and wall time, from
+    :func:`sam3d.provenance.provenance`."""
     wall = time.time() - started if started is not None else prov.get("wall_time_s", 0.0)
     mode = f"{prov['mode']} (rehearsal)" if prov.get("rehearsal") else prov["mode"]
     return (f"{mode} mode · {prov['device']} · seed {prov['seed']} · "
@@ -57,7 +58,7 @@ def side_by_side(paper: list[dict], run: list[dict], on: list[str], metrics: lis
     reported = {key(r): r for r in paper}
     rows = []
     for k in dict.fromkeys(order):  # paper's order first, then rows only this run has
-        row = dict(zip(on, k))
+        row = dict(zip(on, k, strict=True))
         for m in metrics:
             row[f"{m} · paper"] = reported.get(k, {}).get(m)
             row[f"{m} · {label}"] = measured.get(k, {}).get(m)

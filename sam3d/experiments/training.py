@@ -195,9 +195,10 @@ def plot_curves(history: list[dict], title: str = ""):
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.3), constrained_layout=True)
     for ax, key, what in ((axes[0], "loss", "loss"), (axes[1], "dice", "Dice")):
         ax.plot(ep, [r[f"train_{key}"] for r in history], "o-", ms=3, label="train")
-        val = [(e, r[f"val_{key}"]) for e, r in zip(ep, history) if not math.isnan(r[f"val_{key}"])]
+        val = [(e, r[f"val_{key}"]) for e, r in zip(ep, history, strict=True)
+               if not math.isnan(r[f"val_{key}"])]
         if val:
-            ax.plot(*zip(*val), "s-", ms=3, label="validation")
+            ax.plot(*zip(*val, strict=True), "s-", ms=3, label="validation")
         ax.set_title(what)
         ax.legend()
     axes[0].set_ylabel("train: Dice+CE · val: Dice loss")

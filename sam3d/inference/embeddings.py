@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from typing import Any
 
 import torch
 
@@ -39,8 +40,9 @@ class EmbeddingCache:
             raise ValueError(f"max_bytes must be an integer ≥ 0, got {max_bytes!r}")
         self.model = model
         self.max_bytes = max_bytes
+        self._model: Any = model  # a Sam3D when usable (encode/decode)
         self.stats = {"hits": 0, "misses": 0}
-        self._store: OrderedDict[tuple, object] = OrderedDict()
+        self._store: OrderedDict[tuple, Any] = OrderedDict()  # key → Embedding
         self._bytes = 0
 
     @property
@@ -56,7 +58,7 @@ class EmbeddingCache:
             self._store.move_to_end(key)
             return self._store[key]
         self.stats["misses"] += 1
-        emb = self.model.encode(window)
+        emb = self._model.encode(window)
         size = emb.nbytes()
         if size <= self.max_bytes:
             self._store[key] = emb
@@ -70,7 +72,7 @@ class EmbeddingCache:
         """``model(window, points)``, decoding a stored embedding when there is one."""
         if not self.usable:
             return self.model(window, points)
-        return self.model.decode(self.embed(window), points)
+        return self._model.decode(self.embed(window), points)
 
     def clear(self) -> None:
         self._store.clear()

@@ -33,6 +33,7 @@ decoded from its stored embedding, with logits equal to a fresh forward pass.
 from __future__ import annotations
 
 import dataclasses
+from typing import cast
 
 import numpy as np
 import torch
@@ -62,7 +63,8 @@ class Predictor:
         self.spec = spec
         self.device = torch.device(device)
         self.overlap = overlap
-        self.crop = model.crop
+        # Sam3D and the prompt-free baselines expose the crop edge as an int property
+        self.crop = cast(int, model.crop)
         self.chain = build_transforms(spec, "test", crop=self.crop)
         self.embeddings = EmbeddingCache(self.model, cache_bytes)
         self.boxes: list[Box] = []  # the boxes of the last "roi" / "objects" prediction
@@ -70,7 +72,7 @@ class Predictor:
     # --------------------------------------------------------------------------- inputs
     def load(self, image: str, label: str | None = None, target: int | None = None) -> dict:
         """Run the test chain: ``image`` 3×D×H×W (model grid) and, with a label, 1×D×H×W."""
-        case = {"image": str(image)}
+        case: dict[str, object] = {"image": str(image)}
         if label is not None:
             case.update(label=str(label), target=spec_target(self.spec, target))
         return self.chain(case)
@@ -139,7 +141,8 @@ class Predictor:
             volume[None].to(self.device), roi_size=(c, c, c), sw_batch_size=1,
             predictor=predictor, overlap=self.overlap, mode="gaussian", padding_mode="constant",
             cval=0.0)
-        return prob[0, 1].cpu()
+        # a tensor, as the predictor returns one (MONAI mirrors a tuple or dict predictor)
+        return cast(torch.Tensor, prob)[0, 1].cpu()
 
     def _sliding(self, volume: torch.Tensor, clicks: np.ndarray) -> torch.Tensor:
         """Blend only the windows that hold a click: each window returns (p·v, v) with v = 1
@@ -182,7 +185,8 @@ class Predictor:
 
 def _inside(clicks: np.ndarray, start, size: int) -> np.ndarray:
     rel = clicks - np.asarray(start, dtype=np.int64)
-    return ((rel >= 0) & (rel < size)).all(axis=1)
+    # k×3 reduced over axis 1: an array of k booleans (numpy's stubs also allow a scalar)
+    return cast(np.ndarray, ((rel >= 0) & (rel < size)).all(axis=1))
 
 
 def spec_target(spec: DatasetSpec, target: int | None) -> int:

@@ -14,7 +14,9 @@ voxel indices (:func:`sam3d.data.clicks.check_clicks`).
 from __future__ import annotations
 
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass
+from types import EllipsisType
 
 import numpy as np
 import torch
@@ -64,7 +66,7 @@ class Box:
         """Exclusive end (d, h, w) of the box."""
         return tuple(s + self.size for s in self.start)  # type: ignore[return-value]
 
-    def overlap(self, shape: tuple[int, int, int]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    def overlap(self, shape: Sequence[int]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
         """Slices of the box ∩ volume: ``(in the volume, in the box)``; empty when disjoint."""
         vol, box = [], []
         for start, stop, dim in zip(self.start, self.stop, _shape(shape), strict=True):
@@ -75,7 +77,7 @@ class Box:
         return tuple(vol), tuple(box)
 
 
-def roi_box(clicks: object, shape: tuple[int, int, int], size: int = OFFICIAL_SIZE) -> Box:
+def roi_box(clicks: object, shape: Sequence[int], size: int = OFFICIAL_SIZE) -> Box:
     """The ``size``³ box centred at the midpoint of the clicks' bounding box.
 
     Arguments:
@@ -91,8 +93,8 @@ def roi_box(clicks: object, shape: tuple[int, int, int], size: int = OFFICIAL_SI
     pts = check_clicks(clicks, dims)
     if len(pts) == 0:
         raise ClickError("at least one click is needed to place the ROI")
-    centre = (pts.min(axis=0) + pts.max(axis=0)) // 2
-    return Box(tuple(int(c) - size // 2 for c in centre), size)
+    d, h, w = (int(c) - size // 2 for c in (pts.min(axis=0) + pts.max(axis=0)) // 2)
+    return Box((d, h, w), size)
 
 
 def crop_roi(volume: torch.Tensor, box: Box) -> torch.Tensor:
@@ -108,7 +110,8 @@ def crop_roi(volume: torch.Tensor, box: Box) -> torch.Tensor:
     vol_sl, box_sl = box.overlap(tuple(volume.shape[-3:]))
     if any(s.stop == s.start for s in vol_sl):
         return volume.new_zeros((*volume.shape[:-3], box.size, box.size, box.size))
-    part = volume[(..., *vol_sl)]
+    index: tuple[EllipsisType | slice, ...] = (..., *vol_sl)
+    part = volume[index]
     pad: list[int] = []
     for sl in reversed(box_sl):  # F.pad wants (w_before, w_after, h_before, …)
         pad += [sl.start, box.size - sl.stop]
@@ -134,7 +137,7 @@ def clicks_in_roi(clicks: object, box: Box) -> np.ndarray:
     return rel
 
 
-def paste_roi(prob: torch.Tensor, box: Box, shape: tuple[int, int, int]) -> torch.Tensor:
+def paste_roi(prob: torch.Tensor, box: Box, shape: Sequence[int]) -> torch.Tensor:
     """ROI values (``size×size×size``) written into zeros of ``shape`` (D, H, W) → ``D×H×W``.
 
     Only the part of the box inside the volume is written; the rest of the volume is 0.

@@ -24,7 +24,8 @@ CPU_TOKEN_CHUNK = 2048  # tokens per chunk on the CPU: intermediates stay ≤ ~2
 def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
     """``B×X×Y×Z×C`` → ``B×nW×w³×C`` (windows in raster order, tokens ``(x, y, z)`` z fastest)."""
     return rearrange(
-        x, "b (nx wx) (ny wy) (nz wz) c -> b (nx ny nz) (wx wy wz) c", wx=window, wy=window, wz=window
+        x, "b (nx wx) (ny wy) (nz wz) c -> b (nx ny nz) (wx wy wz) c",
+        wx=window, wy=window, wz=window,
     )
 
 
@@ -139,7 +140,8 @@ class WindowAttention3D(nn.Module):
         return CPU_TOKEN_CHUNK if x.device.type == "cpu" else x.numel() // x.shape[-1]
 
     def rel_pos_terms(self, q: torch.Tensor) -> torch.Tensor:
-        """Per-axis relative-position logits ``lr·q·R``: ``N×heads×w³×3w`` for ``q`` ``N×heads×w³×hd``.
+        """Per-axis relative-position logits ``lr·q·R``: ``N×heads×w³×3w`` for ``q``
+        ``N×heads×w³×hd``.
 
         Column ``a·w + j`` holds the term for a key at index ``j`` along axis ``a`` (x, y, z).
         """

@@ -8,7 +8,8 @@ from torch import nn
 
 
 class LayerNorm3d(nn.Module):
-    """LayerNorm over the channel axis of a ``B×C×X×Y×Z`` tensor (eps 1e-6, as the official neck)."""
+    """LayerNorm over the channel axis of a ``B×C×X×Y×Z`` tensor (eps 1e-6, as the official
+    neck)."""
 
     def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
         super().__init__()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -58,7 +59,7 @@ class Block3D(nn.Module):
         # for all tokens at once
         step = self.attn.chunk_for(x)
         out = []
-        for xt, ht in zip(x.reshape(-1, c).split(step), h.reshape(-1, c).split(step)):
+        for xt, ht in zip(x.reshape(-1, c).split(step), h.reshape(-1, c).split(step), strict=True):
             if tuner is not None:
                 ht = tuner.attn_out(ht)
             t = xt + ht
@@ -148,12 +149,14 @@ class ImageEncoder3D(nn.Module):
         return pos[:, :, :, None, :] + self.depth_embed[:, None, None, :, :]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        embed = self.patch_embed.forward_literal if self.use_literal_patch_embed else self.patch_embed
+        embed = (self.patch_embed.forward_literal if self.use_literal_patch_embed
+                 else self.patch_embed)
         tokens = embed(x) + self.positional().to(x.dtype)
-        feats = []
+        feats: list[torch.Tensor] = []
         state = None  # carried from block to block by stateful tuners (Med-Tuning)
         for i, block in enumerate(self.blocks):
-            tuner = self.peft[i] if self.peft is not None else None
+            # build_block_tuners fills self.peft with BlockTuners only
+            tuner = cast(BlockTuner, self.peft[i]) if self.peft is not None else None
             x_in = tokens
             if tuner is not None:
                 tokens = tuner.before(tokens)

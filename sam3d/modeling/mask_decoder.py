@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -53,9 +54,14 @@ class MLAHead(nn.Module):
         for i in range(levels):  # official names head2 … head5
             self.add_module(
                 f"head{i + 2}",
-                nn.Sequential(*conv_in_relu(in_chans, mid_chans), *conv_in_relu(mid_chans, mid_chans)),
+                nn.Sequential(*conv_in_relu(in_chans, mid_chans),
+                              *conv_in_relu(mid_chans, mid_chans)),
             )
         self.levels = levels
+
+    def head(self, level: int) -> nn.Module:
+        """The conv head of 0-based ``level`` (official name ``head{level + 2}``)."""
+        return cast(nn.Module, getattr(self, f"head{level + 2}"))
 
     def forward(self, feats: Sequence[torch.Tensor], upsample: bool = True) -> torch.Tensor:
         """Heads on each level, concatenated; ×2 trilinear (align_corners True) if ``upsample``."""
@@ -93,11 +99,12 @@ class MaskDecoder3D(nn.Module):
             nn.Conv3d(mid_chans, num_classes, 3, padding=1, bias=False),
         )
 
-    def forward(self, feats: Sequence[torch.Tensor], skip: torch.Tensor, out_size: int) -> torch.Tensor:
+    def forward(self, feats: Sequence[torch.Tensor], skip: torch.Tensor, out_size: int,
+                ) -> torch.Tensor:
         return self.decode(self.precompute(feats, skip, ()), {}, out_size)
 
     def precompute(self, feats: Sequence[torch.Tensor], skip: torch.Tensor,
-                   prompted: Sequence[int]) -> dict:
+                   prompted: Sequence[int]) -> dict[str, Any]:
         """Everything the decoder computes from the feature levels a prompt does not change.
 
         ``prompted``: 0-based levels that :meth:`decode` will receive anew. Fused decoder: the
@@ -113,17 +120,18 @@ class MaskDecoder3D(nn.Module):
         skip = skip.to(feats[0].dtype)
         if not self.fused:
             return {"feats": list(feats), "skip": skip, "prompted": prompted}
-        w = self.cls[0].weight
+        w = cast(nn.Conv3d, self.cls[0]).weight  # conv_in_relu's convolution
         head_chans = w.shape[1] - skip.shape[1]  # levels × mid_chans, then the skip channels
         per = head_chans // self.mlahead.levels
         fixed = [i for i in range(len(feats)) if i not in prompted]
         x = F.conv3d(skip, w[:, head_chans:], padding=1)
         if fixed:
-            heads = torch.cat([getattr(self.mlahead, f"head{i + 2}")(feats[i]) for i in fixed], 1)
+            heads = torch.cat([self.mlahead.head(i)(feats[i]) for i in fixed], 1)
             x = x + upsample_conv3d(heads, _level_weights(w, fixed, per), skip.shape[-1])
         return {"fixed": x, "prompted": prompted, "per": per, "feats": None, "skip": None}
 
-    def decode(self, pre: dict, levels: dict[int, torch.Tensor], out_size: int) -> torch.Tensor:
+    def decode(self, pre: dict[str, Any], levels: dict[int, torch.Tensor], out_size: int,
+               ) -> torch.Tensor:
         """Logits ``B×num_classes×S×S×S`` from :meth:`precompute`'s result and the prompted
         levels ``{0-based level: B×in×g×g×g}`` (exactly the levels named there)."""
         if sorted(levels) != pre["prompted"]:
@@ -135,8 +143,8 @@ class MaskDecoder3D(nn.Module):
             x = pre["fixed"]
             if levels:
                 order = sorted(levels)
-                heads = torch.cat([getattr(self.mlahead, f"head{i + 2}")(levels[i]) for i in order], 1)
-                w = _level_weights(self.cls[0].weight, order, pre["per"])
+                heads = torch.cat([self.mlahead.head(i)(levels[i]) for i in order], 1)
+                w = _level_weights(cast(nn.Conv3d, self.cls[0]).weight, order, pre["per"])
                 x = x + upsample_conv3d(heads, w, x.shape[-1])
             x = self.cls[1:](x)
         return F.interpolate(x, size=(out_size,) * 3, mode="trilinear", align_corners=True)

@@ -53,6 +53,8 @@ class VolumePatchEmbed(nn.Module):
     ``slice_embed`` the depthwise ``1×1×patch`` convolution along the slice axis.
     """
 
+    taps: torch.Tensor  # a buffer (register_buffer in __init__)
+
     def __init__(self, dim: int, patch: int, crop: int, grid: int, in_chans: int = 3) -> None:
         super().__init__()
         check_positive(dim=dim, patch=patch, crop=crop, grid=grid, in_chans=in_chans)
@@ -88,6 +90,8 @@ class VolumePatchEmbed(nn.Module):
         khw = torch.einsum("ocau,ub->ocab", kh, m)
         kd = wd @ m  # dim×k
         kernel = khw[..., None] * kd[:, None, None, None, :]
+        # both convolutions are built with a bias (nn.Conv2d/Conv3d's default)
+        assert self.proj.bias is not None and self.slice_embed.bias is not None
         bias = self.proj.bias * wd.sum(1) + self.slice_embed.bias
         return kernel, bias
 

@@ -25,6 +25,7 @@ Methods (``method`` names as in ``sam3d.config.PEFT_METHODS``):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -51,8 +52,9 @@ def depthwise(channels: int, kernel: tuple[int, int, int]) -> nn.Conv3d:
     """Depthwise 3D convolution (with bias) keeping the grid size (odd kernel edges)."""
     if any(k < 1 or k % 2 == 0 for k in kernel):
         raise ValueError(f"kernel edges must be odd and positive, got {kernel}")
-    return nn.Conv3d(channels, channels, kernel, padding=tuple(k // 2 for k in kernel),
-                     groups=channels)
+    # tuple() of a generator loses the length: it is the kernel's, three
+    padding = cast("tuple[int, int, int]", tuple(k // 2 for k in kernel))
+    return nn.Conv3d(channels, channels, kernel, padding=padding, groups=channels)
 
 
 class BlockTuner(nn.Module):
@@ -138,6 +140,7 @@ class STAdapterTuner(BlockTuner):
         self.conv = depthwise(width, kernel)
         self.up = nn.Linear(width, dim)
         for p in (self.conv.weight, self.conv.bias, self.down.bias, self.up.bias):
+            assert p is not None  # the three layers are built with a bias
             nn.init.zeros_(p)
 
     def before(self, x: torch.Tensor) -> torch.Tensor:

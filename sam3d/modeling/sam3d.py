@@ -55,7 +55,8 @@ class Sam3D(nn.Module):
                 raise ValueError(f"prompt level {level} outside 1..{levels}")
         self.image_encoder = image_encoder
         self.mask_decoder = mask_decoder
-        self.prompt_encoders = nn.ModuleDict({str(k): v for k, v in sorted(prompt_encoders.items())})
+        self.prompt_encoders = nn.ModuleDict(
+            {str(k): v for k, v in sorted(prompt_encoders.items())})
         self.bf16 = False
 
     @property
@@ -118,7 +119,8 @@ class Sam3D(nn.Module):
         with self._autocast(volume.device.type):
             feats = self.image_encoder(volume)
             # raw-image skip at twice the token resolution (a 2×2×2 mean for a 128³ crop)
-            skip = F.adaptive_avg_pool3d(volume[:, :1].permute(0, 1, 3, 4, 2), 2 * feats[0].shape[-1])
+            skip = F.adaptive_avg_pool3d(volume[:, :1].permute(0, 1, 3, 4, 2),
+                                         2 * feats[0].shape[-1])
             prompted = [int(k) - 1 for k in self.prompt_encoders]
             decoder = self.mask_decoder.precompute(feats, skip, prompted)
         return Embedding({i: feats[i] for i in prompted}, decoder, tuple(volume.shape),
@@ -129,11 +131,13 @@ class Sam3D(nn.Module):
         (d, h, w) voxel indices (ignored by a prompt-free model);
         ``decode(encode(v), p) == forward(v, p)``."""
         if not isinstance(embedding, Embedding):
-            raise TypeError(f"embedding must come from Sam3D.encode, got {type(embedding).__name__}")
+            raise TypeError("embedding must come from Sam3D.encode, got "
+                            f"{type(embedding).__name__}")
         self.check_points(points, embedding.shape, embedding.device)
         with self._autocast(embedding.device.type):
             levels = {}
             if self.prompt_encoders:
+                assert points is not None  # check_points refuses None for a promptable model
                 grid_points = normalise_points(points.to(torch.float32), embedding.shape[2:])
                 for key, prompt_encoder in self.prompt_encoders.items():
                     level = int(key) - 1

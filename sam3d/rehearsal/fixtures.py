@@ -99,7 +99,7 @@ def fixture_volume(dataset: str, case_id: str, seed: int = 0) -> tuple[np.ndarra
         score = np.where(away > 8.0, depth, 0.0)
         centre = np.array(np.unravel_index(int(np.argmax(score)), SHAPE))
         grid = np.ogrid[tuple(slice(0, n) for n in SHAPE)]
-        r2 = sum(((g - c) * s) ** 2 for g, c, s in zip(grid, centre, SPACING))
+        r2 = sum(((g - c) * s) ** 2 for g, c, s in zip(grid, centre, SPACING, strict=True))
         cyst = (r2 <= min(3.5, float(score.max())) ** 2) & (label == 1)
         label[cyst] = CYST
         image[cyst] = 10.0
@@ -188,7 +188,7 @@ def _msd_tar(dataset: str, cases: tuple[str, ...], seed: int) -> bytes:
         (f"{task}/", None), (f"{task}/dataset.json", json.dumps(doc, indent=4).encode()),
         (f"{task}/imagesTr/", None), (f"{task}/labelsTr/", None), (f"{task}/imagesTs/", None),
         (f"{task}/imagesTr/._{names[0]}", _JUNK)]
-    for case_id, name in zip(cases, names):
+    for case_id, name in zip(cases, names, strict=True):
         image, label = msd_files(*fixture_volume(dataset, case_id, seed))
         members += [(f"{task}/imagesTr/{name}", image), (f"{task}/labelsTr/{name}", label)]
     return _tar(members)
@@ -212,7 +212,7 @@ def write_raw_fixture(dataset: str, mirror_root: str | Path, seed: int = 0) -> d
     numbers = [case_number(c) for c in cases] if source.per_case else []
     if source.per_case:
         image_file, label_file = source.files
-        for case_id, i in zip(cases, numbers):
+        for case_id, i in zip(cases, numbers, strict=True):
             image, label = kits_files(*fixture_volume(dataset, case_id, seed))
             files[image_file.path.format(i=i)] = image
             files[label_file.path.format(i=i)] = label

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from ..baselines.sam_vit import build_sam_vit, shape_of_variant
-from ..hashing import sha256_file
 from ..checkpoint import atomic_save
+from ..hashing import sha256_file
 
 __all__ = ["write_sam_checkpoint"]
 

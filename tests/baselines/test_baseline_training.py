@@ -107,7 +107,8 @@ def test_training_state_resumes_a_baseline(tmp_path) -> None:
     opt2, sched2 = build_optimizer(other, 1e-3, 0.0, 3, 0.1)
     state = load_training_state(tmp_path / "last.pt", other, opt2, sched2)
     assert state["epoch"] == 2
-    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), other.parameters()))
+    assert all(torch.equal(p, q)
+               for p, q in zip(model.parameters(), other.parameters(), strict=True))
     tiny = BASELINES["dynunet_smoke"].engine_model(64)
     opt3, sched3 = build_optimizer(tiny, 1e-3, 0.0, 3, 0.1)
     with pytest.raises(CheckpointError, match="crop"):

@@ -83,7 +83,7 @@ def test_only_lesion_slices_are_prompted_with_points_in_x_y_order() -> None:
     expected = np.zeros_like(label)
     expected[1, 2, 7] = True
     xs, ys = stub.calls[1][1][:, 0].astype(int), stub.calls[1][1][:, 1].astype(int)
-    assert set(zip(ys.tolist(), xs.tolist())) <= {(4, 1), (6, 5)}  # lesion pixels only
+    assert set(zip(ys.tolist(), xs.tolist(), strict=True)) <= {(4, 1), (6, 5)}  # lesion pixels only
     expected[3, ys.min():ys.max() + 1, xs.min():xs.max() + 1] = True
     np.testing.assert_array_equal(mask, expected)
     assert not mask[[0, 2, 4]].any()

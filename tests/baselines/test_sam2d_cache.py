@@ -1,4 +1,5 @@
-"""The content-keyed cache of the SAM 2D baseline (a random MobileSAM-shaped model on a toy case)."""
+"""The content-keyed cache of the SAM 2D baseline (a random MobileSAM-shaped model on a toy
+case)."""
 
 from __future__ import annotations
 

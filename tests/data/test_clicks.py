@@ -39,7 +39,7 @@ PINNED = [1987986854, 1341175320, 1157827592]
 
 def ball(shape=(32, 32, 32), centre=(16, 16, 16), radius=8.0) -> np.ndarray:
     grid = np.indices(shape)
-    d2 = sum((g - c) ** 2 for g, c in zip(grid, centre))
+    d2 = sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True))
     return d2 <= radius**2
 
 

@@ -364,7 +364,8 @@ def test_download_dataset_kits(server, tmp_path):
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO / "data_scripts/download_datasets.py"), *args],
-                          check=False, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=120,
+                          check=False, capture_output=True, text=True, encoding="utf-8",
+                          errors="replace", timeout=120,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
 
 

@@ -334,7 +334,8 @@ def test_prepare_folder_reports_unmatched(tmp_path):
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(REPO / "data_scripts/prepare_dataset.py"), *args],
-                          check=False, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=120,
+                          check=False, capture_output=True, text=True, encoding="utf-8",
+                          errors="replace", timeout=120,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
 
 

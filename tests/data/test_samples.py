@@ -96,7 +96,8 @@ def test_verify_rejects_a_wrong_hash(tmp_path) -> None:
 def test_extract_members_zip_and_tar(tmp_path) -> None:
     wheel = make_wheel(tmp_path / "a.whl", {"pkg/data/x.bin": b"xx", "pkg/other": b"no"})
     got = extract_members(wheel, {"x.bin": "pkg/data/x.bin"}, tmp_path / "out1")
-    assert got["x.bin"].read_bytes() == b"xx" and sorted(p.name for p in (tmp_path / "out1").iterdir()) == ["x.bin"]
+    assert (got["x.bin"].read_bytes() == b"xx"
+            and sorted(p.name for p in (tmp_path / "out1").iterdir()) == ["x.bin"])
     sdist = make_sdist(tmp_path / "b.tar.gz", {"b-1/data/y.bin": b"yy"}, symlink="b-1/data/link")
     got = extract_members(sdist, {"y.bin": "b-1/data/y.bin"}, tmp_path / "out2")
     assert got["y.bin"].read_bytes() == b"yy"
@@ -128,9 +129,11 @@ def fake_sources(tmp_path, volume, monkeypatch):
     sdist = make_sdist(tmp_path / "ts-1.tar.gz", buf)
     dists = {
         "liver==1.0": Distribution("liver==1.0", wheel.name, sha256_file(wheel),
-                                   {"img.mrc": "liver/data/img.mrc", "lab.mrc": "liver/data/lab.mrc"}),
+                                   {"img.mrc": "liver/data/img.mrc",
+                                    "lab.mrc": "liver/data/lab.mrc"}),
         "ts==1": Distribution("ts==1", sdist.name, sha256_file(sdist),
-                              {"ct.nii.gz": "ts-1/ref/ct.nii.gz", "seg.nii.gz": "ts-1/ref/seg.nii.gz"}),
+                              {"ct.nii.gz": "ts-1/ref/ct.nii.gz",
+                               "seg.nii.gz": "ts-1/ref/seg.nii.gz"}),
     }
     cases = (Case("liver", "liver==1.0", "img.mrc", "lab.mrc", "mrc", {0: "bg", 2: "tumour"}, 2),
              Case("ts", "ts==1", "ct.nii.gz", "seg.nii.gz", "nifti"))
@@ -163,7 +166,8 @@ def test_fetch_converts_and_is_idempotent(tmp_path, fake_sources) -> None:
     assert desc["ts"]["spacing"] == [3.0, 3.0, 3.0]
     parsed = read_index(out)  # the common layout, with each case's own target
     assert parsed.cases["liver"].target == 2
-    assert parsed.cases["liver"].target_voxels == int(np.count_nonzero(img > 1))  # label = 2·(img > 1)
+    # label = 2·(img > 1)
+    assert parsed.cases["liver"].target_voxels == int(np.count_nonzero(img > 1))
     assert parsed.lesion_cases() == ["liver"]  # "ts" has no lesion (target 0)
     fetch_samples(out)  # complete: nothing is downloaded again
     assert len(calls) == 2
@@ -201,7 +205,8 @@ def test_script_exits_non_zero_with_a_message(tmp_path, fake_sources, monkeypatc
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "fetch_samples_script", Path(__file__).resolve().parents[2] / "data_scripts/fetch_samples.py")
+        "fetch_samples_script",
+        Path(__file__).resolve().parents[2] / "data_scripts/fetch_samples.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     monkeypatch.setattr(samples.subprocess, "run",

@@ -72,8 +72,8 @@ def test_same_seed_same_crops_different_seed_different(tiny_dataset) -> None:
         return [_first(chain(_case(tiny_dataset)))["image"] for _ in range(3)]
 
     a, b, c = crops(0), crops(0), crops(1)
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
-    assert not all(torch.equal(x, y) for x, y in zip(a, c))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c, strict=True))
 
 
 def test_a_volume_smaller_than_the_crop_is_padded(tmp_path) -> None:

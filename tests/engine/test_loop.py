@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _write_yaml(cfg, path: Path, **changes) -> Path:
-    d = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.replace(**changes).as_dict().items()}
+    d = {k: list(v) if isinstance(v, tuple) else v
+         for k, v in cfg.replace(**changes).as_dict().items()}
     path.write_text(yaml.safe_dump(d))
     return path
 
@@ -115,5 +116,6 @@ def test_two_process_ddp_on_cpu(smoke_cfg, tmp_path) -> None:
     rows = read_metrics(out / "metrics.csv")
     assert len(rows) == 1 and np.isfinite(rows[0]["train_loss"])
     assert log.count("epoch 1/1") == 1  # only rank 0 reports
-    saved = json.loads(json.dumps(read_checkpoint_file(out / "last.pt")["extra"]["train"]["config"]))
+    saved = json.loads(json.dumps(
+        read_checkpoint_file(out / "last.pt")["extra"]["train"]["config"]))
     assert saved["phantoms"] == 6

@@ -27,7 +27,8 @@ def test_full_configurations_hold_the_official_recipe() -> None:
         cfg = load_config(name)
         assert (cfg.dataset, cfg.variant, cfg.tuning) == (dataset, "vit_b", None)
         assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.lr_end_factor) == (500, 1, 4e-4, 0.01)
-        assert (cfg.grad_clip, cfg.lambda_dice, cfg.lambda_ce, cfg.weight_decay) == (1.0, 0.5, 0.5, 0)
+        assert ((cfg.grad_clip, cfg.lambda_dice, cfg.lambda_ce, cfg.weight_decay)
+                == (1.0, 0.5, 0.5, 0))
         assert (cfg.train_lesion_clicks, cfg.train_random_clicks, cfg.val_clicks) == (10, 20, 10)
 
 

@@ -47,8 +47,10 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
         ph = make_phantom(spec, seed=i)
         (root / case_id).mkdir()
         affine = np.diag([*spec.spacing, 1.0])
-        nib.save(nib.Nifti1Image(ph.image.astype(np.int16), affine), root / case_id / "image.nii.gz")
-        nib.save(nib.Nifti1Image(ph.label.astype(np.uint8), affine), root / case_id / "label.nii.gz")
+        nib.save(nib.Nifti1Image(ph.image.astype(np.int16), affine),
+                 root / case_id / "image.nii.gz")
+        nib.save(nib.Nifti1Image(ph.label.astype(np.uint8), affine),
+                 root / case_id / "label.nii.gz")
         records[case_id] = layout.case_record(case_id, ph.image.shape, spec.spacing, ph.label, 2)
     layout.write_index(root, "kits", {0: "background", 1: "kidney", 2: "tumour"}, 2, records)
     work = tmp_path_factory.mktemp("work")

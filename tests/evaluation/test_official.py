@@ -17,7 +17,12 @@ import numpy as np
 import pytest
 
 from sam3d.evaluation.official import (
-    OfficialError, evaluate_case, load_case, roi_of, sample_clicks, score,
+    OfficialError,
+    evaluate_case,
+    load_case,
+    roi_of,
+    sample_clicks,
+    score,
 )
 from sam3d.golden import default_official_eval_dir
 

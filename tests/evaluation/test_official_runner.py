@@ -67,7 +67,8 @@ def test_cli_official_protocol_runs_and_replays(data, checkpoint, tmp_path, caps
     assert "official k=1" in capsys.readouterr().out
     rows = _rows(out / "per_case.csv")
     assert {r["case"] for r in rows} == {"volume-0", "volume-5"}  # fold 0's test cases
-    assert sorted(int(r["k"]) for r in rows) == [1, 1, 3, 3] and {r["mode"] for r in rows} == {"official"}
+    assert (sorted(int(r["k"]) for r in rows) == [1, 1, 3, 3]
+            and {r["mode"] for r in rows} == {"official"})
     clicks = json.loads((out / "clicks.json").read_text(encoding="utf-8"))["cases"]
     assert len(clicks) == 4 and all(len(c["points"]) == int(c["protocol"][-1]) for c in clicks)
     assert all("official 1 mm grid" in c["space"] for c in clicks)
@@ -76,7 +77,8 @@ def test_cli_official_protocol_runs_and_replays(data, checkpoint, tmp_path, caps
                      "volume-5_k1_official.nii.gz", "volume-5_k3_official.nii.gz"]
     again = tmp_path / "replay"
     assert cli.main([*argv[:-1], str(again), "--clicks", str(out / "clicks.json")]) == 0
-    assert [(r["case"], r["k"], r["dice"], r["nsd"], r["clicks"]) for r in _rows(again / "per_case.csv")] \
+    assert [(r["case"], r["k"], r["dice"], r["nsd"], r["clicks"])
+            for r in _rows(again / "per_case.csv")] \
         == [(r["case"], r["k"], r["dice"], r["nsd"], r["clicks"]) for r in rows]
     assert cli.main(argv) == 2  # results there: refused, kept
     assert "already holds results" in capsys.readouterr().err
@@ -135,11 +137,10 @@ def test_official_preprocessing_feeds_training_the_official_layout(data, tmp_pat
     """``preprocessing: official``: the test chain's image is the official loader's (before its
     3 channels the same numbers), its label the official prompt grid; a training run with it
     trains, records it, and is evaluated with the official protocol by default."""
+    from sam3d.data.layout import read_index
     from sam3d.data.specs import get_spec
     from sam3d.data.transforms import build_transforms
     from sam3d.engine.config import ConfigError, load_config
-
-    from sam3d.data.layout import read_index
 
     entry = read_index(data / "prepared" / "kits").cases["case_00002"]
     item = build_transforms(get_spec("kits"), "test", preprocessing="official")(entry.as_dict())
@@ -149,7 +150,8 @@ def test_official_preprocessing_feeds_training_the_official_layout(data, tmp_pat
     assert np.array_equal(item["label"][0].numpy() > 0.5, official.prompt)
     train = build_transforms(get_spec("kits"), "train", crop=32, seed=0,
                              preprocessing="official")(entry.as_dict())[0]
-    assert tuple(train["image"].shape) == (3, 32, 32, 32) and set(np.unique(train["label"])) <= {0, 1}
+    assert (tuple(train["image"].shape) == (3, 32, 32, 32)
+            and set(np.unique(train["label"])) <= {0, 1})
     with pytest.raises(ConfigError, match="preprocessing must be one of"):
         load_config("kits", ["preprocessing=raw"])
     with pytest.raises(ConfigError, match="needs preprocessing: sam3d"):

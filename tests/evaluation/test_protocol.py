@@ -30,7 +30,8 @@ def _dataset(root: Path, lesions: dict[str, tuple[slice, slice, slice]]) -> layo
         (root / cid).mkdir(parents=True)
         label = np.zeros(SHAPE, np.uint8)
         label[w, h, d] = 1  # NIfTI x, y, z
-        nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.float32), np.eye(4)), root / cid / "image.nii.gz")
+        nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.float32), np.eye(4)),
+                 root / cid / "image.nii.gz")
         nib.save(nib.Nifti1Image(label, np.eye(4)), root / cid / "label.nii.gz")
         cases[cid] = layout.case_record(cid, SHAPE, (1, 1, 1), label, 1)
     layout.write_index(root, "custom", {0: "background", 1: "lesion"}, 1, cases)

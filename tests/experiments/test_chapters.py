@@ -18,7 +18,12 @@ import papermill
 import pytest
 
 from sam3d.experiments.chapters import (
-    build_book, chapter_parameters, chapters, errors_of, execute_chapter, main,
+    build_book,
+    chapter_parameters,
+    chapters,
+    errors_of,
+    execute_chapter,
+    main,
 )
 from sam3d.rehearsal import LABEL
 
@@ -33,7 +38,8 @@ def test_parameters_and_their_checks():
                          "INTERACTIVE": False, "DATASET": "lits"}
     full = chapter_parameters("full", device="cuda", dataset="kits", data_dir="/d",
                               sam_checkpoint="/s.pth")
-    assert full["REHEARSAL"] is False and full["DATA_DIR"] == "/d" and full["SAM_CHECKPOINT"] == "/s.pth"
+    assert (full["REHEARSAL"] is False and full["DATA_DIR"] == "/d"
+            and full["SAM_CHECKPOINT"] == "/s.pth")
     with pytest.raises(ValueError, match="rehearses full mode"):
         chapter_parameters("smoke", rehearsal=True)
     with pytest.raises(ValueError, match="mode must be"):

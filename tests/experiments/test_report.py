@@ -16,7 +16,8 @@ def test_smoke_numbers_are_never_labelled_as_a_plain_run() -> None:
 
 
 def test_rows_are_joined_on_the_keys_and_missing_sides_stay_empty() -> None:
-    paper = [{"method": "ours", "k": 1, "dice": 73.78}, {"method": "nnU-Net", "k": 0, "dice": 73.07}]
+    paper = [{"method": "ours", "k": 1, "dice": 73.78},
+             {"method": "nnU-Net", "k": 0, "dice": 73.07}]
     run = [{"method": "ours", "k": 1, "dice": 61.0}, {"method": "dynunet", "k": 0, "dice": 40.0}]
     table = side_by_side(paper, run, ["method", "k"], ["dice"], "smoke")
     label = run_label("smoke")

@@ -27,7 +27,7 @@ class CubeModel(nn.Module):
         fg = torch.zeros(b, c, c, c)
         for i in range(b):
             for d, h, w in points[i].long().tolist():
-                assert 0 <= min(d, h, w) and max(d, h, w) < c, "click outside the crop"
+                assert min(d, h, w) >= 0 and max(d, h, w) < c, "click outside the crop"
                 fg[i, max(d - self.half, 0):d + self.half + 1,
                    max(h - self.half, 0):h + self.half + 1,
                    max(w - self.half, 0):w + self.half + 1] = 1

@@ -38,7 +38,7 @@ def test_the_embedding_holds_no_unprompted_level(tiny_inputs) -> None:
     model = build_sam3d("tiny").eval()
     calls = []
     for i in range(4):
-        getattr(model.mask_decoder.mlahead, f"head{i + 2}").register_forward_hook(
+        model.mask_decoder.mlahead.head(i).register_forward_hook(
             lambda m, a, o, i=i: calls.append(i))
     with torch.no_grad():
         emb = model.encode(volume)

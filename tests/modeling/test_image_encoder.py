@@ -53,7 +53,7 @@ def test_literal_patch_embedding_path(tiny_model, tiny_inputs) -> None:
         fast = enc(volume[:1])
         enc.use_literal_patch_embed = True
         literal = enc(volume[:1])
-    for a, b in zip(fast, literal):
+    for a, b in zip(fast, literal, strict=True):
         torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-4)
 
 

@@ -201,7 +201,7 @@ def test_st_adapter_starts_as_identity() -> None:
     assert not unexpected and all(k.startswith("peft.") for k in missing)
     volume = torch.randn(1, 1, 64, 64, 64)
     with torch.no_grad():
-        for a, b in zip(plain(volume), st(volume)):
+        for a, b in zip(plain(volume), st(volume), strict=True):
             torch.testing.assert_close(a, b, atol=0, rtol=0)
 
 
@@ -211,7 +211,7 @@ def test_grad_checkpointing_same_output() -> None:
     volume = torch.randn(1, 1, 64, 64, 64)
     plain = enc(volume)
     enc.grad_checkpointing = True
-    for a, b in zip(plain, enc(volume)):
+    for a, b in zip(plain, enc(volume), strict=True):
         torch.testing.assert_close(a, b)
 
 

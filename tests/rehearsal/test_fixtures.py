@@ -17,8 +17,14 @@ import pytest
 from sam3d.data.download import load_checksums, safe_extract
 from sam3d.data.sources import SOURCES, find_raw_cases
 from sam3d.data.splits import official_split
-from sam3d.rehearsal.fixtures import (FIXTURE_CASES, SPACING, case_number, fixture_volume,
-                                      msd_file_name, write_raw_fixture)
+from sam3d.rehearsal.fixtures import (
+    FIXTURE_CASES,
+    SPACING,
+    case_number,
+    fixture_volume,
+    msd_file_name,
+    write_raw_fixture,
+)
 from sam3d.rehearsal.server import serve
 
 MSD = ("lits", "pancreas", "colon")
@@ -53,7 +59,7 @@ def test_kits_files_where_the_sources_say(tmp_path):
     assert fixture["cases"] == list(FIXTURE_CASES["kits"]) and fixture["case_numbers"] == numbers
     expected = {f.path.format(i=i) for i in numbers for f in SOURCES["kits"].files}
     assert files_under(mirror) == expected == set(fixture["files"])
-    for i, case_id in zip(numbers, fixture["cases"]):
+    for i, case_id in zip(numbers, fixture["cases"], strict=True):
         image = nib.load(mirror / f"master_{i:05d}.nii.gz")
         label = nib.load(mirror / f"neheller/kits21/master/kits21/data/case_{i:05d}/"
                          "aggregated_MAJ_seg.nii.gz")
@@ -117,7 +123,8 @@ def test_volumes_are_ct_like(name):
     assert lesion.size > 30 and -50 < np.median(lesion) < 100
     if target == 2:  # a hypodense tumour in its organ (colon labels the cancer only)
         assert np.median(lesion) < np.median(image[label == 1]) - 10
-    assert 72 <= min(n * s for n, s in zip(image.shape, SPACING))  # ≥ 64 voxels at 1 mm
+    # ≥ 64 voxels at 1 mm
+    assert min(n * s for n, s in zip(image.shape, SPACING, strict=True)) >= 72
 
 
 def test_checksums_outside_the_mirror_and_right(tmp_path):
@@ -172,6 +179,5 @@ def test_serve_a_folder(tmp_path):
         info.value.close()
     with pytest.raises(urllib.error.URLError):  # shut down and closed on exit
         urllib.request.urlopen(f"{url}/sub/a.bin", timeout=2)
-    with pytest.raises(FileNotFoundError, match="no such folder"):
-        with serve(tmp_path / "nope"):
-            pass
+    with pytest.raises(FileNotFoundError, match="no such folder"), serve(tmp_path / "nope"):
+        pass

@@ -9,7 +9,13 @@ from sam3d.engine.cached import config_key
 from sam3d.engine.config import TrainConfig, load_config
 from sam3d.rehearsal import ENV, active, full_variant
 from sam3d.rehearsal.shrink import (
-    BASELINE_CROP, EPOCHS, ITERATIONS, SAM_FILE, shrink_recipe, shrink_sizes, small_variant,
+    BASELINE_CROP,
+    EPOCHS,
+    ITERATIONS,
+    SAM_FILE,
+    shrink_recipe,
+    shrink_sizes,
+    small_variant,
 )
 
 
