@@ -115,6 +115,25 @@ def work(kind: str, variant: str, device: str, warmup: int, opts: dict) -> dict:
         with torch.no_grad():
             seconds = _timed(lambda: model(volume, points), device, warmup)
         return {"seconds": round(seconds, 2), "rss_before_gib": round(before, 3), **_peak(device)}
+    if kind == "click":  # interactive: the first click embeds and decodes, a follow-up decodes
+        model.eval()
+        s = model.crop
+        other = torch.tensor([[[s // 2, s // 2, s // 2], [s // 4, s // 3, s // 2]]],
+                             device=device)
+        before = _rss_gib()
+        with torch.no_grad():
+            emb: dict = {}
+
+            def first():
+                emb["e"] = model.encode(volume)
+                model.decode(emb["e"], points)
+
+            first_s = _timed(first, device, warmup)
+            follow_s = _timed(lambda: model.decode(emb["e"], other), device, warmup)
+        return {"first_click_seconds": round(first_s, 3),
+                "follow_up_click_seconds": round(follow_s, 3),
+                "embedding_gib": round(emb["e"].nbytes() / GIB, 3),
+                "rss_before_gib": round(before, 3), **_peak(device)}
     if kind == "train":  # one optimisation step: forward, Dice+CE loss, backward
         from monai.losses import DiceCELoss
 
@@ -175,6 +194,7 @@ def run_bench(variant: str = "vit_b", device: str = "cpu", threads: int | None =
         ("flops", "flops", {}),
         ("forward_fast", "forward", {"path": "fast"}),
         ("forward_literal", "forward", {"path": "literal"}),
+        ("click", "click", {}),
         ("sam2d_vit_b_1024", "sam2d", {}),
         ("train_checkpointing", "train", {"checkpointing": True}),
         ("train_plain", "train", {"checkpointing": False}),
@@ -196,13 +216,17 @@ def run_bench(variant: str = "vit_b", device: str = "cpu", threads: int | None =
     if "seconds" in fast and "seconds" in lit:
         res["speedup_fast_vs_literal"] = round(lit["seconds"] / fast["seconds"], 2)
         res["ratio_fast_vs_literal_peak"] = round(fast["peak_rss_gib"] / lit["peak_rss_gib"], 2)
+    click = res.get("click", {})
+    if "follow_up_click_seconds" in click:
+        res["follow_up_vs_first_click"] = round(
+            click["follow_up_click_seconds"] / click["first_click_seconds"], 3)
     if "tflops" in res.get("flops", {}) and "gflops" in res.get("matmul", {}):
         floor = res["flops"]["tflops"] * 1e3 / res["matmul"]["gflops"]
         res["compute_floor_seconds"] = round(floor, 1)
         if "seconds" in fast:
             res["fast_vs_floor"] = round(fast["seconds"] / floor, 2)
     for key in ("ratio_fast_vs_sam2d_time", "speedup_fast_vs_literal", "ratio_fast_vs_literal_peak",
-                "compute_floor_seconds", "fast_vs_floor"):
+                "follow_up_vs_first_click", "compute_floor_seconds", "fast_vs_floor"):
         if key in res:
             log(f"{key:28s} {res[key]}")
     return res

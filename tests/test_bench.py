@@ -14,6 +14,7 @@ CALLS = {
     "flops": (("flops", "vit_b", "cpu", 2, 0), {}),
     "matmul": (("matmul", "tiny", "cpu", 1, 0), {}),
     "nope": (("nope", "tiny", "cpu", 1, 0), {}),
+    "click": (("click", "tiny", "cpu", 2, 0), {}),
 }
 
 
@@ -44,6 +45,13 @@ def test_matmul(results) -> None:
     assert r["gflops"] > 0
 
 
+def test_click(results) -> None:
+    r = results["click"]
+    assert "error" not in r, r
+    assert r["first_click_seconds"] > 0 and r["follow_up_click_seconds"] > 0
+    assert 0 < r["embedding_gib"] < r["peak_rss_gib"]
+
+
 def test_failing_worker_reports_error(results) -> None:
     r = results["nope"]
     assert set(r) == {"error", "returncode"}
@@ -58,6 +66,7 @@ def test_run_bench_derives_ratios(monkeypatch) -> None:
         ("forward", "fast"): {"seconds": 160.0, "peak_rss_gib": 4.0},
         ("forward", "literal"): {"seconds": 320.0, "peak_rss_gib": 16.0},
         ("sam2d", None): {"seconds": 2.0},
+        ("click", None): {"first_click_seconds": 80.0, "follow_up_click_seconds": 4.0},
     }
     calls = []
 
@@ -76,14 +85,15 @@ def test_run_bench_derives_ratios(monkeypatch) -> None:
     assert res["ratio_fast_vs_literal_peak"] == 0.25
     assert res["compute_floor_seconds"] == 80.0  # 8 TFLOP at 100 GFLOP/s
     assert res["fast_vs_floor"] == 2.0
+    assert res["follow_up_vs_first_click"] == 0.05
     kinds = [kind for kind, *_ in calls]
-    assert set(kinds) == {"matmul", "flops", "forward", "sam2d", "train"}
+    assert set(kinds) == {"matmul", "flops", "forward", "click", "sam2d", "train"}
     assert {c[1].get("path") for c in calls if c[0] == "forward"} == {"fast", "literal"}
     assert {c[1].get("checkpointing") for c in calls if c[0] == "train"} == {True, False}
     assert all(w == 0 for kind, _, w, _ in calls if kind == "train")  # training steps: no warmup
     assert all(m == 5.0 for *_, m in calls)
     calls.clear()
     res = run_bench("tiny", "cuda", skip=("train", "literal", "sam2d"), log=lambda *_: None)
-    assert [c[0] for c in calls] == ["matmul", "flops", "forward", "forward"]
+    assert [c[0] for c in calls] == ["matmul", "flops", "forward", "click", "forward"]
     assert all(m is None for *_, m in calls)  # no address-space cap on CUDA
     assert "speedup_fast_vs_literal" not in res and "train_plain" not in res
