@@ -88,6 +88,9 @@ def test_load_validates_file(tmp_path):
     (tmp_path / "b.json").write_text("{not json")
     with pytest.raises(ClickFileError, match="not valid JSON"):
         load_clicks(tmp_path / "b.json")
+    (tmp_path / "bin.json").write_bytes(b"\x80\x81 not UTF-8 text")
+    with pytest.raises(ClickFileError, match=r"bin.json: not valid JSON: 'utf-8' codec"):
+        load_clicks(tmp_path / "bin.json")
     with pytest.raises(ClickFileError, match="duplicate"):
         load_clicks(write_doc(tmp_path / "c.json", [case, case]))
     with pytest.raises(ClickFileError, match="duplicate"):
