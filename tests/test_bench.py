@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 
 import sam3d.bench
 from sam3d.bench import measure, run_bench
@@ -39,10 +42,46 @@ def test_flops_vit_b(results) -> None:
     assert 7 < r["tflops"] < 9
 
 
+def _gflops_here(n: int = 1024) -> float:
+    """An independent in-process figure: the best of three n×n fp32 products on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the worker above
+    try:
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b  # warm-up
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    return 2 * n**3 / best / 1e9
+
+
 def test_matmul(results) -> None:
     r = results["matmul"]
     assert "error" not in r, r
-    assert r["gflops"] > 0
+    assert set(r) == {"gflops"} and math.isfinite(r["gflops"])
+    # the same machine and thread count measured here: a generous factor (the machine may be
+    # busy), still far tighter than a wrong unit (10³) or FLOP count (n = 4096 → 4096×)
+    here = _gflops_here()
+    assert here / 30 < r["gflops"] < here * 30, (r["gflops"], here)
+
+
+def test_matmul_is_the_gemm_flop_count_over_the_best_time(monkeypatch) -> None:
+    """In process, with the timer replaced: 2·4096³ FLOP over the fastest of three runs."""
+    times = iter([4.0, 2.0, 3.0])
+    calls = []
+
+    def timed(fn, device, warmup):
+        calls.append((device, warmup))
+        return next(times)
+
+    monkeypatch.setattr(sam3d.bench, "_timed", timed)
+    assert sam3d.bench.work("matmul", "tiny", "cpu", 0, {}) == {
+        "gflops": round(2 * 4096**3 / 2.0 / 1e9, 1)}  # 68.7; the mean time would give 45.8
+    assert calls == [("cpu", 1)] * 3
 
 
 def test_click(results) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
-from sam3d import CONFIGS, Sam3DConfig, get_config
+from sam3d import CONFIGS, Sam3DConfig, build_sam3d, get_config
 from sam3d.config import TUNING_POLICIES, register
 
 
@@ -77,9 +78,44 @@ def test_register_rejects_duplicates() -> None:
     assert CONFIGS["vit_b"] == Sam3DConfig("vit_b")
 
 
-def test_tuning_policy_names() -> None:
-    assert "paper" in TUNING_POLICIES
-    assert all(isinstance(p, str) for p in TUNING_POLICIES["paper"])
+def _tuned(policy: str, name: str) -> bool:
+    """Whether ``policy`` tunes the encoder parameter ``name`` (matched from its start, as
+    :func:`sam3d.build.apply_tuning_policy` does)."""
+    return any(re.match(p, name) for p in TUNING_POLICIES[policy])
+
+
+#: encoder parameter names and whether the paper's policy tunes them: the 3D additions and the
+#: norms, adapters and depth rel-pos tables are tuned, SAM's own 2D weights stay frozen
+PAPER_TUNED = {
+    "depth_embed": True,
+    "patch_embed.slice_embed.weight": True,
+    "blocks.0.norm1.weight": True,
+    "blocks.11.norm2.bias": True,
+    "blocks.3.adapter.linear1.weight": True,
+    "blocks.3.attn.rel_pos_d": True,
+    "neck_3d.0.0.weight": True,
+    "pos_embed": False,
+    "patch_embed.proj.weight": False,
+    "blocks.3.attn.qkv.weight": False,
+    "blocks.3.attn.proj.bias": False,
+    "blocks.3.attn.rel_pos_h": False,
+    "blocks.3.attn.rel_pos_w": False,
+    "blocks.3.mlp.lin1.weight": False,
+    "peft.3.attn.down.weight": False,
+}
+
+
+def test_tuning_policies_select_the_intended_parameters() -> None:
+    assert set(TUNING_POLICIES) == {"paper", "full", "peft"}
+    for name, tuned in PAPER_TUNED.items():
+        assert _tuned("paper", name) is tuned, name
+        assert _tuned("full", name), name  # full fine-tuning: everything
+        # the PEFT comparison: the paper's set plus the PEFT modules (peft.<block>.*)
+        assert _tuned("peft", name) is (tuned or name.startswith("peft.")), name
+    # on the tiny encoder (no PEFT modules): "peft" tunes what "paper" tunes, "full" everything
+    tiny = [n for n, _ in build_sam3d("tiny").image_encoder.named_parameters()]
+    assert all(_tuned("full", n) for n in tiny)
+    assert [n for n in tiny if _tuned("paper", n)] == [n for n in tiny if _tuned("peft", n)]
 
 
 # ------------------------------------------------- PEFT (Table 2) and levels (Table 3)

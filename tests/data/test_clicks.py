@@ -1,4 +1,5 @@
-"""Seeded click simulation and JSON replay (sam3d.data.clicks); all cases are tiny and fast."""
+"""Seeded click simulation and click checks (sam3d.data.clicks); all cases are tiny and fast.
+The JSON click files for replay are tests/data/test_click_store.py."""
 
 from __future__ import annotations
 
@@ -14,11 +15,9 @@ import pytest
 from scipy import ndimage
 
 from sam3d.data import clicks as C
-from sam3d.data.click_store import ClickSet, load_clicks, save_clicks
 from sam3d.data.clicks import (
     Click,
     ClickError,
-    ClickFileError,
     EmptyMaskError,
     PositionFallbackWarning,
     case_rng,
@@ -278,77 +277,6 @@ def test_click_dataclass():
         Click((1, 2), True)
     with pytest.raises(TypeError):
         Click((1, 2, 3), 1)
-
-
-# ----------------------------------------------------------------------------- storage
-
-
-def make_sets() -> list[ClickSet]:
-    mask = ball(radius=4)
-    pts = lesion_clicks(mask, 3, case_rng(0, "case_a", "test-k3"))
-    return [
-        ClickSet("case_a", pts, [True] * 3, "test-k3", 0, (32, 32, 32)),
-        ClickSet.from_clicks("case_b", [Click((0, 1, 2), True), Click((3, 4, 5), False)],
-                             "refine", 1, (4, 5, 6)),
-        ClickSet("case_c", [], [], "test-k1", 2, (1, 1, 1), space="voxels"),
-    ]
-
-
-def test_json_round_trip(tmp_path):
-    sets = make_sets()
-    assert sets[0].points and all(type(v) is int for p in sets[0].points for v in p)
-    path = save_clicks(tmp_path / "sub" / "clicks.json", sets)
-    assert load_clicks(path) == sets
-    doc = json.loads(path.read_text())
-    assert doc["format"] == "sam3d-clicks/1" and len(doc["cases"]) == 3
-    assert sorted(p.name for p in path.parent.iterdir()) == ["clicks.json"]  # no temp left
-    assert np.array_equal(load_clicks(path)[0].array(), sets[0].array())
-    # Replay: the same seed regenerates exactly the stored clicks.
-    again = lesion_clicks(ball(radius=4), 3, case_rng(0, "case_a", "test-k3"))
-    assert np.array_equal(again, load_clicks(path)[0].array())
-
-
-def write_doc(path: Path, cases: list[dict], fmt: str = "sam3d-clicks/1") -> Path:
-    path.write_text(json.dumps({"format": fmt, "cases": cases}))
-    return path
-
-
-def test_load_rejects_click_outside_shape(tmp_path):
-    good = make_sets()[1].to_dict()
-    bad = {**good, "case": "liver_9", "points": [[0, 1, 2], [3, 5, 5]]}
-    path = write_doc(tmp_path / "c.json", [good, bad])
-    with pytest.raises(ClickFileError, match=r"cases\[1\]: case 'liver_9': click 1 \(3, 5, 5\)"):
-        load_clicks(path)
-
-
-@pytest.mark.parametrize(
-    ("change", "match"),
-    [
-        ({"points": [[0, 1, 2.0], [3, 4, 5]]}, "non-integer"),
-        ({"positive": [1, 0]}, "only bools"),
-        ({"positive": [True]}, "2 points but 1"),
-        ({"seed": "0"}, "seed"),
-        ({"shape": [4, 5]}, "shape"),
-        ({"extra": 1}, "unknown keys"),
-    ],
-)
-def test_load_validates_types(tmp_path, change, match):
-    case = {**make_sets()[1].to_dict(), **change}
-    with pytest.raises(ClickFileError, match=match):
-        load_clicks(write_doc(tmp_path / "c.json", [case]))
-
-
-def test_load_validates_file(tmp_path):
-    case = make_sets()[1].to_dict()
-    with pytest.raises(ClickFileError, match="expected format"):
-        load_clicks(write_doc(tmp_path / "a.json", [case], fmt="other/1"))
-    (tmp_path / "b.json").write_text("{not json")
-    with pytest.raises(ClickFileError, match="not valid JSON"):
-        load_clicks(tmp_path / "b.json")
-    with pytest.raises(ClickFileError, match="duplicate"):
-        load_clicks(write_doc(tmp_path / "c.json", [case, case]))
-    with pytest.raises(ClickFileError, match="duplicate"):
-        save_clicks(tmp_path / "d.json", [make_sets()[1]] * 2)
 
 
 # ------------------------------------------------------------------------ check_clicks

@@ -4,13 +4,16 @@ joined table."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
+from sam3d.checkpoint import read_checkpoint_file, split_reference
 from sam3d.data.layout import read_index
+from sam3d.data.splits import SplitRef
 from sam3d.engine.config import TrainConfig
 from sam3d.engine.loop import Trainer
 from sam3d.evaluation.metrics import nsd
@@ -54,14 +57,20 @@ def test_paper_table_is_long_with_sam_rows_for_liver_only() -> None:
         paper_table1(datasets=("brats",))
 
 
+#: the training seed, hence the seeded split: 5 tests phantom_001, which the default reference
+#: (seed 0) trains on, so rows scored on the default split instead of the checkpoint's differ
+SEED = 5
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict:
-    """One smoke epoch of the tiny model and of the DynUNet stand-in on four small phantoms."""
+    """One smoke epoch of the tiny model and of the DynUNet stand-in on four small phantoms
+    (split seeded with :data:`SEED`)."""
     root = tmp_path_factory.mktemp("table1")
     base = TrainConfig(name="t1", dataset="phantoms", data_dir=str(root / "ph"), phantoms=4,
                        phantom_difficulty=0.0, phantom_shape=(48, 48, 40),
                        cache_dir=str(root / "cache"), variant="tiny", tuning="full", epochs=1,
-                       iterations_per_epoch=1, seed=0, device="cpu", progress=False,
+                       iterations_per_epoch=1, seed=SEED, device="cpu", progress=False,
                        tensorboard=False, out_dir=str(root / "ours"))
     Trainer(base).run()
     Trainer(base.replace(model="dynunet_smoke", out_dir=str(root / "dyn"))).run()
@@ -74,15 +83,25 @@ def test_promptable_and_automatic_rows(trained) -> None:
     ours = promptable_rows(trained["ours"], trained["data"], root / "e_ours", ks=(1, 3),
                            run="tiny smoke model")
     assert [r["prompt"] for r in ours] == ["1 pt/volume", "3 pts/volume"]
-    test_ids = read_index(trained["data"]).case_ids()
+    # the rows score the held-out cases of the split the checkpoint recorded, none it trained on
+    ids = read_index(trained["data"]).case_ids()
+    ref = split_reference(read_checkpoint_file(trained["ours"]))
+    assert ref == SplitRef(None, 0, SEED)
+    split = ref.resolve("phantoms", ids)
+    assert split["test"] == ["phantom_001"]
+    assert set(SplitRef().resolve("phantoms", ids)["test"]) <= set(split["train"])
+    with open(root / "e_ours" / "per_case.csv", encoding="utf-8") as fh:
+        scored = [(r["case"], r["k"]) for r in csv.DictReader(fh)]
+    assert scored == [("phantom_001", "1"), ("phantom_001", "3")]
     for r in ours:
         assert r["method"] == "3DSAM-adapter" and r["dataset"] == "phantoms"
         assert 0.0 <= r["dice"] <= 100.0 and 0.0 <= r["nsd"] <= 100.0
-        assert r["run"] == "tiny smoke model" and 1 <= r["cases"] <= len(test_ids)
+        assert r["run"] == "tiny smoke model" and r["cases"] == len(split["test"]) == 1
     (auto,) = automatic_rows(trained["dyn"], trained["data"], root / "e_dyn",
                              method="DynUNet smoke (not nnU-Net)")
-    assert auto["prompt"] == "none" and 0.0 <= auto["dice"] <= 100.0
-    assert (root / "e_dyn" / "per_case.csv").is_file()
+    assert auto["prompt"] == "none" and 0.0 <= auto["dice"] <= 100.0 and auto["cases"] == 1
+    with open(root / "e_dyn" / "per_case.csv", encoding="utf-8") as fh:
+        assert [r["case"] for r in csv.DictReader(fh)] == split["test"]
     with pytest.raises(ValueError, match="method"):
         automatic_rows(trained["dyn"], trained["data"], root / "e_x", method="")
 
