@@ -7,11 +7,12 @@ import csv
 import sys
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cube_cases import SHAPE, SPEC, write_cube_dataset
 from stub_models import CubeModel
 
 from sam3d import cli
@@ -28,24 +29,11 @@ from sam3d.evaluation.protocol import (
 from sam3d.evaluation.runner import evaluate_dataset
 from sam3d.inference.predictor import Predictor
 
-SPEC = get_spec("custom", target=1, window=(-1000.0, 1000.0), mean=0.0, std=1.0)
-SHAPE = (24, 24, 24)
 BIG = (slice(6, 17), slice(6, 17), slice(6, 17))  # an 11³ cube, centre voxel (11, 11, 11)
 
 
 def _dataset(root: Path, lesions: dict) -> layout.DatasetIndex:
-    """1 mm cubes; each lesion a box given in model (d, h, w) = NIfTI (z, y, x) order."""
-    cases = {}
-    for cid, (d, h, w) in lesions.items():
-        (root / cid).mkdir(parents=True)
-        label = np.zeros(SHAPE, np.uint8)
-        label[w, h, d] = 1
-        nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.float32), np.eye(4)),
-                 root / cid / "image.nii.gz")
-        nib.save(nib.Nifti1Image(label, np.eye(4)), root / cid / "label.nii.gz")
-        cases[cid] = layout.case_record(cid, SHAPE, (1, 1, 1), label, 1)
-    layout.write_index(root, "custom", {0: "background", 1: "lesion"}, 1, cases)
-    return layout.read_index(root)
+    return write_cube_dataset(root, lesions)
 
 
 def _cube_depth(p) -> int:
@@ -165,7 +153,6 @@ def test_seeded_split_follows_the_split_seed_not_the_click_seed(tmp_path) -> Non
     the test clicks use (otherwise a test case could be a training case)."""
     from sam3d.data.layout import read_index
     from sam3d.data.phantoms import PhantomSpec, write_phantom_dataset
-    from sam3d.data.specs import get_spec
     from sam3d.data.splits import SplitRef, resolve_split
     from sam3d.evaluation.protocol import EvalSettings
     from sam3d.evaluation.runner import evaluate_dataset

@@ -10,32 +10,19 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cube_cases import SHAPE, SPEC, write_cube_dataset
 from stub_models import CubeModel, FloodModel, ThresholdModel
 
 from sam3d.data import layout
 from sam3d.data.click_store import ClickSet, load_clicks, save_clicks
-from sam3d.data.specs import get_spec
 from sam3d.evaluation.protocol import EvalSettings, area_under_curve, evaluate_case
 from sam3d.evaluation.runner import evaluate_dataset
 from sam3d.inference.predictor import Predictor
 
-SPEC = get_spec("custom", target=1, window=(-1000.0, 1000.0), mean=0.0, std=1.0)
-SHAPE = (24, 24, 24)
-
 
 def _dataset(root: Path, lesions: dict[str, tuple[slice, slice, slice]]) -> layout.DatasetIndex:
-    """1 mm cubes; the lesion is a 5³ cube given in model (d, h, w) = NIfTI (z, y, x) order."""
-    cases = {}
-    for cid, (d, h, w) in lesions.items():
-        (root / cid).mkdir(parents=True)
-        label = np.zeros(SHAPE, np.uint8)
-        label[w, h, d] = 1  # NIfTI x, y, z
-        nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.float32), np.eye(4)),
-                 root / cid / "image.nii.gz")
-        nib.save(nib.Nifti1Image(label, np.eye(4)), root / cid / "label.nii.gz")
-        cases[cid] = layout.case_record(cid, SHAPE, (1, 1, 1), label, 1)
-    layout.write_index(root, "custom", {0: "background", 1: "lesion"}, 1, cases)
-    return layout.read_index(root)
+    return write_cube_dataset(root, lesions)
 
 
 CUBE = (slice(8, 13), slice(8, 13), slice(8, 13))

@@ -12,15 +12,14 @@ import json
 import sys
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cube_cases import SPEC, write_cube_dataset
 from stub_models import CubeModel
 
-from sam3d.data import layout
-from sam3d.data.specs import get_spec
 from sam3d.data.splits import SplitRef, save_split
 from sam3d.evaluation.protocol import EvalSettings
 from sam3d.evaluation.runner import (
@@ -36,8 +35,6 @@ from sam3d.evaluation.runner import (
     write_csv,
 )
 
-SPEC = get_spec("custom", target=1, window=(-1000.0, 1000.0), mean=0.0, std=1.0)
-SHAPE = (24, 24, 24)
 CUBE = (slice(8, 13), slice(8, 13), slice(8, 13))
 
 
@@ -176,19 +173,8 @@ def test_evaluate_protocol_checks_before_touching_anything(tmp_path) -> None:
 
 
 def _dataset(root: Path, lesions: dict) -> Path:
-    """1 mm cubes; each case's lesion a 5³ cube given in model (d, h, w) order, or None."""
-    cases = {}
-    for cid, box in lesions.items():
-        (root / cid).mkdir(parents=True)
-        label = np.zeros(SHAPE, np.uint8)
-        if box is not None:
-            d, h, w = box
-            label[w, h, d] = 1  # NIfTI x, y, z
-        nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.float32), np.eye(4)),
-                 root / cid / "image.nii.gz")
-        nib.save(nib.Nifti1Image(label, np.eye(4)), root / cid / "label.nii.gz")
-        cases[cid] = layout.case_record(cid, SHAPE, (1, 1, 1), label, 1)
-    layout.write_index(root, "custom", {0: "background", 1: "lesion"}, 1, cases)
+    """Each case's lesion a 5³ cube given in model (d, h, w) order, or None."""
+    write_cube_dataset(root, lesions)
     return root
 
 
