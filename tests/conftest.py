@@ -13,6 +13,13 @@ import torch
 _DEFAULT_GOLDEN_DIR = Path(__file__).resolve().parents[2] / "shared/golden/official-v2"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``warms_cache`` run first (otherwise in collection order): they compute,
+    one case per test, a content-keyed result that a chapter test would otherwise compute as
+    one long test (the protocols side by side of the Table 1 chapter)."""
+    items.sort(key=lambda item: item.get_closest_marker("warms_cache") is None)
+
+
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:
     """Folder of the official-v2 golden fixture (override with SAM3D_GOLDEN_DIR).

@@ -191,11 +191,12 @@ def fixture_runs(folder: str | Path, runs=("p1",)) -> list[dict]:
 
 
 def fixture_comparison(eval_dir: str | Path | None = None, golden_dir: str | Path | None = None,
-                       *, runs=("p1",), root: str | Path = "outputs/protocols",
+                       *, runs=("p1",), cases=None, root: str | Path = "outputs/protocols",
                        device: str = "cpu", refresh: bool = False) -> list[dict]:
     """Both protocols on the golden fixture's cases with the golden-v2 weights (random: the
     numbers check the paths, they do not segment), from the fixture's own click indices; the
     official rows carry the fixture's Dice/NSD (the authors' ``test.py``) beside ours.
+    ``cases``: only these fixture cases (default: all).
     ``eval_dir`` / ``golden_dir``: default :func:`sam3d.golden.default_official_eval_dir` /
     :func:`~sam3d.golden.default_golden_dir`."""
     from ..data.specs import get_spec
@@ -219,6 +220,8 @@ def fixture_comparison(eval_dir: str | Path | None = None, golden_dir: str | Pat
 
     rows = []
     for run in fixture_runs(eval_dir, runs):
+        if cases is not None and run["case"] not in cases:
+            continue
         res = cached_compare(model_fn, f"golden-v2:{sha256_file(recipe)}", get_spec(run["dataset"]),
                              run["image"], run["label"], run["dataset"], case_id=run["case"],
                              k=run["k"], click_indices=run["click_indices"], root=root,

@@ -4,6 +4,8 @@ protocol's entry point, and the content cache returns the rows it stored."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +17,7 @@ from sam3d.experiments import protocols as P
 from sam3d.golden import default_official_eval_dir
 
 FIXTURE = default_official_eval_dir()
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +116,24 @@ def test_bad_cases_are_refused(runs, tiny, tmp_path) -> None:
         P.checkpoint_comparison(tmp_path / "none.pt", [])
     with pytest.raises(FileNotFoundError, match="fixture not found"):
         P.fixture_runs(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.warms_cache
+@pytest.mark.parametrize("case", ["lits_like", "kits_like", "thick_slices"])
+def test_golden_rows_match_the_fixture(runs, case) -> None:
+    """The golden weights (vit_b, two 128³ forwards, about 2 min): the official row equals the
+    authors' ``test.py`` Dice and NSD, the sam3d row's clicks hit its lesion. Always computed
+    afresh (``refresh=True``) into the content-keyed cache under ``outputs/protocols``, where
+    the Table 1 chapter (smoke and rehearsal) finds them."""
+    rows = P.fixture_comparison(FIXTURE, cases=[case], root=REPO / "outputs" / "protocols",
+                                refresh=True)
+    off, ours = rows
+    assert (off["case"], off["protocol"], ours["protocol"]) == (case, "official", "sam3d")
+    assert not off["cached"]
+    assert abs(off["dice"] - off["fixture_dice"]) <= 1e-5
+    assert abs(off["nsd"] - off["fixture_nsd"]) <= 1e-4
+    assert ours["on_lesion"] and 0 <= ours["dice"] <= 1 and 0 <= ours["nsd"] <= 1
+    print(f"\n{case}: official {off['dice']:.8f}/{off['nsd']:.8f} (fixture "
+          f"{off['fixture_dice']:.8f}/{off['fixture_nsd']:.8f}); sam3d {ours['dice']:.8f}/"
+          f"{ours['nsd']:.8f}")
