@@ -71,9 +71,9 @@ class Sam3D(nn.Module):
     def grad_checkpointing(self, value: bool) -> None:
         self.image_encoder.grad_checkpointing = bool(value)
 
-    def check_inputs(self, volume: torch.Tensor, points: torch.Tensor | None,
-                     need_points: bool = True) -> None:
-        """Raise ``ValueError`` with a clear message for malformed volumes or clicks."""
+    def check_inputs(self, volume: torch.Tensor) -> None:
+        """Raise ``ValueError`` with a clear message for a malformed volume (the clicks are
+        checked by :meth:`check_points`)."""
         s = self.crop
         if volume.ndim != 5 or volume.shape[1] not in (1, 3) or tuple(volume.shape[2:]) != (s,) * 3:
             raise ValueError(
@@ -82,8 +82,6 @@ class Sam3D(nn.Module):
             )
         if not torch.isfinite(volume).all():
             raise ValueError("volume contains NaN or Inf values")
-        if need_points:
-            self.check_points(points, tuple(volume.shape), volume.device)
 
     def check_points(self, points: torch.Tensor | None, shape: tuple[int, ...],
                      device: torch.device) -> None:
@@ -115,7 +113,7 @@ class Sam3D(nn.Module):
         image encoder's levels, the raw-image skip, and the decoder's share of every level no
         prompt encoder touches (:meth:`MaskDecoder3D.precompute`). A click after the first
         then costs only :meth:`decode` (the prompt encoders and the prompted levels' heads)."""
-        self.check_inputs(volume, None, need_points=False)
+        self.check_inputs(volume)
         with self._autocast(volume.device.type):
             feats = self.image_encoder(volume)
             # raw-image skip at twice the token resolution (a 2×2×2 mean for a 128³ crop)
@@ -163,4 +161,6 @@ class Embedding:
                                             if isinstance(v, torch.Tensor))]
         tensors += [t for v in self.decoder.values() if isinstance(v, list) for t in v
                     if isinstance(t, torch.Tensor)]
-        return sum(t.numel() * t.element_size() for t in tensors)
+        # the literal decoder keeps every level, the prompted ones too: count each tensor once
+        unique = {id(t): t for t in tensors}
+        return sum(t.numel() * t.element_size() for t in unique.values())
