@@ -11,12 +11,10 @@ key (the slow test does this, so the book chapter run after it in CI reuses fres
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..content_cache import content_key, read_entry, write_entry
 from ..hashing import sha256_file
 from ..viz import ABDOMEN_WINDOW
 
@@ -36,7 +34,7 @@ def cache_key(weights_sha256: str, case_entry, ks: Sequence[int], seed: int,
            "window": [float(w) for w in window], "tolerance_mm": float(tolerance_mm)}
     if slab is not None:  # absent while None, so the keys of whole-volume runs stay as they were
         doc["slab"] = int(slab)
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
+    return content_key(doc)
 
 
 def cached_evaluate_case(weights: str | Path, case_entry, ks: Sequence[int] = (1, 3, 10),
@@ -61,17 +59,12 @@ def cached_evaluate_case(weights: str | Path, case_entry, ks: Sequence[int] = (1
     key = cache_key(sha256_file(weights), case_entry, ks, seed, encoder, window, tolerance_mm,
                     slab)
     path = Path(root) / f"{case_entry.case_id}-{key}.json"
-    if path.is_file() and not refresh:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        if doc.get("format") == CACHE_FORMAT and doc.get("key") == key:
-            return {"rows": doc["rows"], "cached": True, "path": path, "key": key}
+    doc = None if refresh else read_entry(path, CACHE_FORMAT, key)
+    if doc is not None:
+        return {"rows": doc["rows"], "cached": True, "path": path, "key": key}
     sam = build_sam_from_checkpoint(weights, encoder)
     rows = evaluate_case(sam, case_entry, ks=ks, seed=seed, window=window,
                          tolerance_mm=tolerance_mm, slab=slab)
-    doc = {"format": CACHE_FORMAT, "key": key, "weights": str(weights), "encoder": encoder,
-           "rows": rows}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_entry(path, {"format": CACHE_FORMAT, "key": key, "weights": str(weights),
+                       "encoder": encoder, "rows": rows})
     return {"rows": rows, "cached": False, "path": path, "key": key}

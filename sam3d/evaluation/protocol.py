@@ -112,9 +112,12 @@ def draw_clicks(lesion: np.ndarray, k: int, case_id: str, settings: EvalSettings
 
 
 def evaluate_case(predictor: Predictor, entry: CaseEntry, settings: EvalSettings,
-                  replay: dict[tuple[str, str], ClickSet] | None = None) -> CaseResult:
-    """Evaluate one case; ``replay`` maps (case, protocol) to stored clicks to reuse."""
-    data = predictor.load(entry.image, entry.label, entry.target)
+                  replay: dict[tuple[str, str], ClickSet] | None = None,
+                  data: dict | None = None) -> CaseResult:
+    """Evaluate one case; ``replay`` maps (case, protocol) to stored clicks to reuse;
+    ``data``: the case already run through ``predictor.load`` (with its label)."""
+    if data is None:
+        data = predictor.load(entry.image, entry.label, entry.target)
     lesion = data["label"][0].numpy() > 0.5
     gt_vol = load_volume(entry.label, "label")
     gt = gt_vol.array == entry.target

@@ -17,9 +17,7 @@ dataset, clicks, intensity constants) under ``root``: four ViT-B forwards cost m
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
@@ -41,8 +39,9 @@ def official_to_file(clicks: np.ndarray, grid: tuple[int, int, int],
     rounded to the nearest voxel."""
     clicks = np.asarray(clicks, dtype=np.float64).reshape(-1, 3)
     scale = np.asarray(label_grid, dtype=np.float64) / np.asarray(grid, dtype=np.float64)
-    transposed = np.clip(np.floor((clicks + 0.5) * scale - 0.5 + 0.5), 0,
-                         np.asarray(label_grid) - 1)
+    # the click's centre on the stored grid is (c + 0.5)·scale − 0.5; its nearest voxel is
+    # floor(that + 0.5)
+    transposed = np.clip(np.floor((clicks + 0.5) * scale), 0, np.asarray(label_grid) - 1)
     stored = np.empty_like(transposed)
     stored[:, list(spatial_index)] = transposed  # transposed axis a is stored axis spatial_index[a]
     return stored.astype(np.int64)
@@ -83,7 +82,8 @@ def compare_case(model, spec, image: str | Path, label: str | Path, dataset: str
     t_off = time.perf_counter() - t0
     stored = official_to_file(off["clicks"], off["image_shape"], case.label.shape,
                               ds.spatial_index)
-    codes = nib.aff2axcodes(nib.load(str(image)).affine)
+    vol, lab = load_volume(image, "image"), load_volume(label, "label")
+    codes = nib.aff2axcodes(vol.affine)
     rows = [{"case": case_id, "dataset": dataset, "protocol": "official", "k": k,
              "dice": off["dice"], "nsd": off["nsd"],
              "input": "×".join(map(str, (1, 3, *off["image_shape"]))),
@@ -94,7 +94,6 @@ def compare_case(model, spec, image: str | Path, label: str | Path, dataset: str
              "file_voxels": _fmt(stored), "on_lesion": True, "seconds": round(t_off, 1)}]
 
     predictor = Predictor(model, spec, device)
-    vol, lab = load_volume(image, "image"), load_volume(label, "label")
     entry = CaseEntry(case_id, Path(image), Path(label), tuple(lab.shape), tuple(lab.spacing),
                       ds.target)
     data = predictor.load(entry.image, entry.label, entry.target)
@@ -108,7 +107,8 @@ def compare_case(model, spec, image: str | Path, label: str | Path, dataset: str
                                         positive=[True] * len(mapped), protocol=name,
                                         seed=0 if seed is None else int(seed), shape=shape)}
     t0 = time.perf_counter()
-    res = evaluate_case(predictor, entry, EvalSettings(ks=(k,), modes=("roi",)), replay)
+    res = evaluate_case(predictor, entry, EvalSettings(ks=(k,), modes=("roi",)), replay,
+                        data=data)
     row = res.rows[0]
     box = roi_box(mapped, shape, predictor.crop)
     ras = nib.aff2axcodes(model_affine(data["image"]))
@@ -131,6 +131,7 @@ def _fmt(points) -> str:
 def cache_key(weights: str, image: str | Path, label: str | Path, dataset: str, k: int,
               seed: int | None, click_indices, spec) -> str:
     """12 hex digits of everything the two rows depend on (``weights``: a digest of them)."""
+    from ..content_cache import content_key
     from ..hashing import sha256_file
 
     doc = {"format": CACHE_FORMAT, "weights": weights, "image": sha256_file(image),
@@ -139,7 +140,7 @@ def cache_key(weights: str, image: str | Path, label: str | Path, dataset: str, 
            "clicks": None if click_indices is None else [int(i) for i in click_indices],
            "spec": [spec.name, [float(w) for w in spec.window], float(spec.mean),
                     float(spec.std), float(getattr(spec, "spacing", 1.0))]}
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
+    return content_key(doc)
 
 
 def cached_compare(model_fn, weights: str, spec, image: str | Path, label: str | Path,
@@ -150,19 +151,16 @@ def cached_compare(model_fn, weights: str, spec, image: str | Path, label: str |
     builds the model only when the rows are not cached; ``weights`` is the digest of its
     weights (a checkpoint file's SHA-256, or the golden recipe's). Returns ``{"rows",
     "cached", "path", "key"}``."""
+    from ..content_cache import read_entry, write_entry
+
     key = cache_key(weights, image, label, dataset, k, seed, click_indices, spec)
     path = Path(root) / f"{case_id}-{key}.json"
-    if path.is_file() and not refresh:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        if doc.get("format") == CACHE_FORMAT and doc.get("key") == key:
-            return {"rows": doc["rows"], "cached": True, "path": path, "key": key}
+    doc = None if refresh else read_entry(path, CACHE_FORMAT, key)
+    if doc is not None:
+        return {"rows": doc["rows"], "cached": True, "path": path, "key": key}
     rows = compare_case(model_fn(), spec, image, label, dataset, case_id=case_id, k=k,
                         seed=seed, click_indices=click_indices, device=device)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"format": CACHE_FORMAT, "key": key, "weights": weights,
-                               "rows": rows}, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_entry(path, {"format": CACHE_FORMAT, "key": key, "weights": weights, "rows": rows})
     return {"rows": rows, "cached": False, "path": path, "key": key}
 
 
