@@ -37,7 +37,8 @@ def build_from_config(cfg: Sam3DConfig) -> Sam3D:
     )
     prompts = {
         level: PromptEncoder3D(cfg.out_chans, cfg.prompt_depth, cfg.prompt_heads,
-                               cfg.prompt_mlp_dim, cfg.num_queries)
+                               cfg.prompt_mlp_dim, cfg.num_queries,
+                               label_embedding=cfg.negative_clicks)
         for level in cfg.prompt_levels
     }
     decoder = MaskDecoder3D(cfg.out_chans, cfg.decoder_chans, len(cfg.taps), cfg.num_classes)

@@ -131,6 +131,10 @@ def official_to_sam3d(ckpt: dict, model: Sam3D) -> None:
             k.removeprefix("transformer."): v
             for k, v in features[level - 1].items() if not _UNUSED_PROMPT_KEYS.match(k)
         }
+        if prompt_encoder.label_embed is not None and "label_embed.weight" not in state:
+            # the negative-click extension is not in the authors' format: it keeps its own
+            # initialisation, whose positive row is zero (the paper's logits on positive clicks)
+            state["label_embed.weight"] = prompt_encoder.label_embed.weight.detach().clone()
         _load_strict(prompt_encoder, state, f"feature_dict[{level - 1}]")
     _load_strict(model.mask_decoder, ckpt["decoder_dict"], "decoder_dict")
 

@@ -58,6 +58,8 @@ class Sam3DConfig:
     methods (0 for ``spatial`` and ``none``).
     Prompt: ``prompt_levels`` (1-based feature levels with a prompt encoder; () = automatic),
     ``prompt_depth``, ``prompt_heads``, ``prompt_mlp_dim``, ``num_queries``.
+    ``negative_clicks``: the negative-click extension (not in the paper; off by default): a
+    learned label embedding on each click token (:class:`~sam3d.modeling.PromptEncoder3D`).
     Decoder: ``decoder_chans``, ``num_classes``. ``sam_model`` names the segment-anything
     registry entry whose checkpoint fits the encoder (None: no SAM checkpoint exists).
     ``tuning``: a key of ``TUNING_POLICIES``.
@@ -86,6 +88,7 @@ class Sam3DConfig:
     prompt_heads: int = 8
     prompt_mlp_dim: int = 2048
     num_queries: int = 10
+    negative_clicks: bool = False
     decoder_chans: int = 128
     num_classes: int = 2
     sam_model: str | None = "vit_b"
@@ -114,6 +117,10 @@ class Sam3DConfig:
         for level in self.prompt_levels:
             if not 1 <= level <= len(self.taps):
                 raise ValueError(f"prompt level {level} outside 1..{len(self.taps)}")
+        if not isinstance(self.negative_clicks, bool):
+            raise ValueError(f"negative_clicks must be true or false, got {self.negative_clicks!r}")
+        if self.negative_clicks and not self.prompt_levels:
+            raise ValueError("negative_clicks needs a prompt encoder (prompt_levels is empty)")
 
     @property
     def adapter_dim(self) -> int:
@@ -191,3 +198,12 @@ for _levels in ((3, 4), (2, 4), (1, 4), (1, 2, 3, 4)):
             name=f"{_base}_levels_{_tag}", prompt_levels=_levels,
             description=f"Table 3: {_base}, prompt encoders on levels {'+'.join(_tag)}",
         ))
+
+# The negative-click extension (issue 13; not in the paper): the paper's model plus a learned
+# label embedding on each click token, trained with simulated interaction (TrainConfig.
+# interaction_rounds). A paper checkpoint loads into it unchanged.
+for _base, _what in (("tiny", "smoke"), ("vit_b", "full")):
+    register(CONFIGS[_base].replace(
+        name=f"{_base}_interactive", negative_clicks=True,
+        description=f"{_base} with positive and negative clicks (extension, {_what} mode)",
+    ))

@@ -117,7 +117,8 @@ def golden_run(golden_dir: Path) -> dict:
         np.ascontiguousarray(points[..., [0, 2, 1]])
     )  # (d,w,h) → (d,h,w)
     with torch.no_grad():
-        logits = model(torch.from_numpy(image), ours_points)
+        embedding = model.encode(torch.from_numpy(image))
+        logits = model.decode(embedding, ours_points)
     for h in handles:
         h.remove()
     del dec.precompute, dec.decode
@@ -127,6 +128,8 @@ def golden_run(golden_dir: Path) -> dict:
         stages["decoder_mla_concat"])
     return {
         "logits": logits.numpy(),
+        "embedding": embedding,
+        "points": ours_points,
         "expected": np.transpose(expected, (0, 1, 4, 2, 3)),  # (B,2,H,W,D) → (B,2,D,H,W)
         "record": record,
         "stages": stages,
@@ -142,6 +145,28 @@ def test_logits_match_official(golden_run: dict) -> None:
     flipped = int((ours.argmax(1) != want.argmax(1)).sum())
     print(f"golden logits: max abs {diff.max():.3g}, mean abs {diff.mean():.3g}, {flipped} flips")
     assert flipped <= 50, f"{flipped} voxels change class"
+
+
+def test_negative_click_extension_keeps_official_logits(golden_dir: Path,
+                                                        golden_run: dict) -> None:
+    """The official checkpoint loaded into ``vit_b_interactive`` (the negative-click
+    extension) gives the official model's logits on positive clicks, bit for bit: the encoder
+    weights are the same tensors (so the golden embedding serves both) and the label
+    embedding's positive row is zero."""
+    ext = load_official_checkpoint(build_official_checkpoint(golden_dir),
+                                   "vit_b_interactive").eval()
+    assert ext.negative_clicks
+    paper = load_official_checkpoint(build_official_checkpoint(golden_dir)).state_dict()
+    extra = set(ext.state_dict()) - set(paper)
+    assert extra == {"prompt_encoders.4.label_embed.weight"}
+    for key, value in paper.items():
+        assert torch.equal(ext.state_dict()[key], value), key
+    points = golden_run["points"]
+    with torch.no_grad():
+        logits = ext.decode(golden_run["embedding"], points)
+        both = ext.decode(golden_run["embedding"], points, torch.ones(points.shape[:2]).long())
+    assert np.array_equal(logits.numpy(), golden_run["logits"])
+    assert torch.equal(both, logits)
 
 
 @pytest.mark.parametrize("name", HOOKED_STAGES)

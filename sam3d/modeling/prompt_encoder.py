@@ -78,26 +78,44 @@ class PromptEncoder3D(nn.Module):
       dim (int): feature width (256). depth (int): layers (2). num_heads (int): 8.
       mlp_dim (int): query MLP width (2048). num_queries (int): global queries per layer (10).
 
-    ``forward(features, grid_points)``: features ``B×dim×X×Y×Z`` in (H, W, D) layout;
-    ``grid_points`` ``B×N×3`` already normalised to [−1, 1] in ``grid_sample`` order
-    (x → Z = D, y → Y = W, z → X = H). Returns ``B×dim×X×Y×Z``.
+    ``label_embedding`` (bool, default False): the negative-click extension (not in the paper).
+      A learned ``2×dim`` table is added to each sampled click token by the click's label
+      (0 = negative, 1 = positive). The positive row starts at zero, so a paper checkpoint
+      loaded into the extension gives the paper's logits on positive clicks; the negative row
+      starts small and random, so negative and positive clicks differ from the first step.
+
+    ``forward(features, grid_points, labels=None)``: features ``B×dim×X×Y×Z`` in (H, W, D)
+    layout; ``grid_points`` ``B×N×3`` already normalised to [−1, 1] in ``grid_sample`` order
+    (x → Z = D, y → Y = W, z → X = H); ``labels`` ``B×N`` int64 in {0, 1} (None: all
+    positive; only the extension reads them). Returns ``B×dim×X×Y×Z``.
     """
 
     def __init__(
         self, dim: int = 256, depth: int = 2, num_heads: int = 8, mlp_dim: int = 2048,
-        num_queries: int = 10,
+        num_queries: int = 10, label_embedding: bool = False,
     ) -> None:
         super().__init__()
         check_positive(dim=dim, depth=depth)
         self.layers = nn.ModuleList(
             GlobalQueryLayer(dim, num_heads, mlp_dim, num_queries) for _ in range(depth)
         )
+        self.label_embed: nn.Embedding | None = None
+        if label_embedding:
+            self.label_embed = nn.Embedding(2, dim)
+            with torch.no_grad():
+                self.label_embed.weight.normal_(0.0, 0.1)  # the global queries' scale
+                self.label_embed.weight[1].zero_()  # positive: the paper's token, unchanged
 
-    def forward(self, features: torch.Tensor, grid_points: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, grid_points: torch.Tensor,
+                labels: torch.Tensor | None = None) -> torch.Tensor:
         b = features.shape[0]
         grid = grid_points.to(features.dtype).reshape(b, 1, 1, -1, 3)
         points = F.grid_sample(features, grid, mode="bilinear", align_corners=False)
         points = points.flatten(2).transpose(1, 2)  # B×N×C
+        if self.label_embed is not None:
+            if labels is None:  # all positive
+                labels = torch.ones(points.shape[:2], dtype=torch.long, device=points.device)
+            points = points + self.label_embed(labels).to(points.dtype)
         image = features.flatten(2).transpose(1, 2)  # B×L×C
         for layer in self.layers:
             image, points = layer(image, points)

@@ -36,12 +36,15 @@ class Sam3D(nn.Module):
         (the paper: ``{4: …}``; empty for the automatic, prompt-free variant).
 
     Switches: ``grad_checkpointing`` (recompute encoder blocks in backward) and ``bf16``
-    (autocast the forward to bfloat16).
+    (autocast the forward to bfloat16). ``negative_clicks`` (read-only): whether the prompt
+    encoders carry the negative-click extension (``Sam3DConfig.negative_clicks``).
 
-    ``forward(volume, points)``: volume ``B×C×D×H×W`` (C = 1 or 3, D = H = W = crop), points
-    ``B×N×3`` voxel indices (d, h, w) inside the volume (ignored by a prompt-free model).
-    Returns logits ``B×2×D×H×W``. It is ``decode(encode(volume), points)``: embed a volume
-    once, then prompt it many times (interactive use, refinement).
+    ``forward(volume, points, labels=None)``: volume ``B×C×D×H×W`` (C = 1 or 3, D = H = W =
+    crop), points ``B×N×3`` voxel indices (d, h, w) inside the volume (ignored by a prompt-free
+    model), labels ``B×N`` (1 = positive, 0 = negative; None = all positive; a 0 needs the
+    extension, and every row needs a positive click). Returns logits ``B×2×D×H×W``. It is
+    ``decode(encode(volume), points, labels)``: embed a volume once, then prompt it many times
+    (interactive use, refinement).
     """
 
     def __init__(
@@ -58,6 +61,10 @@ class Sam3D(nn.Module):
         self.prompt_encoders = nn.ModuleDict(
             {str(k): v for k, v in sorted(prompt_encoders.items())})
         self.bf16 = False
+
+    @property
+    def negative_clicks(self) -> bool:
+        return any(p.label_embed is not None for p in self.prompt_encoders.values())
 
     @property
     def crop(self) -> int:
@@ -102,8 +109,30 @@ class Sam3D(nn.Module):
         if not torch.isfinite(points).all() or (points < 0).any() or (points > s - 1).any():
             raise ValueError(f"points must be voxel indices inside the volume, in [0, {s - 1}]")
 
-    def forward(self, volume: torch.Tensor, points: torch.Tensor | None = None) -> torch.Tensor:
-        return self.decode(self.encode(volume), points)
+    def check_labels(self, labels: torch.Tensor | None, points: torch.Tensor | None) -> None:
+        """Raise ``ValueError`` for click labels that do not fit ``points`` ``B×N×3``: labels
+        are ``B×N`` with values 0/1, each row holds a positive click, and a negative click
+        needs the extension."""
+        if labels is None or not self.prompt_encoders:
+            return
+        assert points is not None  # check_points ran first
+        if tuple(labels.shape) != tuple(points.shape[:2]):
+            raise ValueError(f"labels must be B×N = {tuple(points.shape[:2])} like the points, "
+                             f"got shape {tuple(labels.shape)}")
+        if labels.dtype.is_floating_point or labels.dtype.is_complex \
+                or not ((labels == 0) | (labels == 1)).all():
+            raise ValueError("labels must be integers 0 (negative) or 1 (positive)")
+        if not (labels == 1).any(1).all():
+            raise ValueError("every prompt needs a positive click: a negative click alone "
+                             "marks no object")
+        if not self.negative_clicks and (labels == 0).any():
+            raise ValueError("this model has no negative-click extension (its configuration "
+                             "has negative_clicks=False): give positive clicks only, or use "
+                             "a model trained with the extension (e.g. tiny_interactive)")
+
+    def forward(self, volume: torch.Tensor, points: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decode(self.encode(volume), points, labels)
 
     def _autocast(self, device_type: str):
         return torch.autocast(device_type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
@@ -124,14 +153,18 @@ class Sam3D(nn.Module):
         return Embedding({i: feats[i] for i in prompted}, decoder, tuple(volume.shape),
                          volume.device)
 
-    def decode(self, embedding: Embedding, points: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits ``B×2×D×H×W`` from :meth:`encode`'s ``embedding`` and ``points`` ``B×N×3``
-        (d, h, w) voxel indices (ignored by a prompt-free model);
-        ``decode(encode(v), p) == forward(v, p)``."""
+    def decode(self, embedding: Embedding, points: torch.Tensor | None = None,
+               labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``B×2×D×H×W`` from :meth:`encode`'s ``embedding``, ``points`` ``B×N×3``
+        (d, h, w) voxel indices and ``labels`` ``B×N`` (as :meth:`forward`; both ignored by a
+        prompt-free model); ``decode(encode(v), p, l) == forward(v, p, l)``."""
         if not isinstance(embedding, Embedding):
             raise TypeError("embedding must come from Sam3D.encode, got "
                             f"{type(embedding).__name__}")
         self.check_points(points, embedding.shape, embedding.device)
+        self.check_labels(labels, points)
+        if labels is not None:
+            labels = labels.to(device=embedding.device, dtype=torch.long)
         with self._autocast(embedding.device.type):
             levels = {}
             if self.prompt_encoders:
@@ -139,7 +172,8 @@ class Sam3D(nn.Module):
                 grid_points = normalise_points(points.to(torch.float32), embedding.shape[2:])
                 for key, prompt_encoder in self.prompt_encoders.items():
                     level = int(key) - 1
-                    levels[level] = prompt_encoder(embedding.levels[level], grid_points)
+                    levels[level] = prompt_encoder(embedding.levels[level], grid_points,
+                                                   labels)
             logits = self.mask_decoder.decode(embedding.decoder, levels, self.crop)
         return logits.float().permute(0, 1, 4, 2, 3)
 
