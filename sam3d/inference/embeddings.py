@@ -68,11 +68,14 @@ class EmbeddingCache:
                 self._bytes -= old.nbytes()
         return emb
 
-    def logits(self, window: torch.Tensor, points: torch.Tensor | None) -> torch.Tensor:
-        """``model(window, points)``, decoding a stored embedding when there is one."""
+    def logits(self, window: torch.Tensor, points: torch.Tensor | None,
+               labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``model(window, points, labels)``, decoding a stored embedding when there is one
+        (``labels`` ``B×N``, None: all positive)."""
+        extra = () if labels is None else (labels,)
         if not self.usable:
-            return self.model(window, points)
-        return self._model.decode(self.embed(window), points)
+            return self.model(window, points, *extra)
+        return self._model.decode(self.embed(window), points, *extra)
 
     def clear(self) -> None:
         self._store.clear()

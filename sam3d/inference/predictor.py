@@ -25,6 +25,12 @@ Two ways to cover the volume:
 * ``"auto"`` — automatic segmentation for prompt-free models (the paper's Table 2 variants and
   the supervised baselines): every window votes, clicks are ignored.
 
+Click labels (``labels``: 1 = positive, 0 = negative; None = all positive) need a model with
+the negative-click extension for any 0. A negative click corrects an object, it never places
+one: boxes are placed by positive clicks only ("roi": centred on the positive clicks;
+"objects": a negative click joins every box that contains it, and one in no box is refused;
+"sliding": a window votes only when it holds a positive click).
+
 Every prompted window goes through the predictor's :class:`~sam3d.inference.embeddings.
 EmbeddingCache`: a window seen before (the next refinement click, the same sliding window) is
 decoded from its stored embedding, with logits equal to a fresh forward pass.
@@ -78,55 +84,102 @@ class Predictor:
         return self.chain(case)
 
     # ----------------------------------------------------------------------- prediction
+    @property
+    def negative_clicks(self) -> bool:
+        """Whether the model takes negative clicks (the negative-click extension)."""
+        return bool(getattr(self.model, "negative_clicks", False))
+
+    def check_labels(self, labels: object, k: int) -> np.ndarray:
+        """Click labels → ``(k,)`` bool (True = positive); None means all positive."""
+        if labels is None:
+            return np.ones(k, dtype=bool)
+        arr = np.asarray(labels)
+        if arr.shape != (k,) or not np.isin(arr, (0, 1)).all() or arr.dtype.kind not in "biu":
+            raise ValueError(f"labels must be {k} values 0 (negative) or 1 (positive), one per "
+                             f"click, got {arr.tolist()!r}")
+        out = arr.astype(bool)
+        if k and not out.any():
+            raise ValueError("every prompt needs a positive click: a negative click alone "
+                             "marks no object")
+        if not out.all() and not self.negative_clicks:
+            raise ValueError("this model has no negative-click extension (its configuration "
+                             "has negative_clicks=False): give positive clicks only, or use "
+                             "a model trained with the extension (e.g. tiny_interactive)")
+        return out
+
     @torch.no_grad()
     def probabilities(self, image: torch.Tensor, clicks: np.ndarray, mode: str = "roi",
-                      ) -> torch.Tensor:
-        """Lesion probability ``D×H×W`` on the model grid for model-grid clicks ``k×3``."""
+                      labels: object = None) -> torch.Tensor:
+        """Lesion probability ``D×H×W`` on the model grid for model-grid clicks ``k×3`` with
+        ``labels`` ``(k,)`` (1 = positive, 0 = negative; None = all positive)."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         volume = torch.as_tensor(image).float()
         shape = tuple(volume.shape[1:])
         clicks = np.asarray(clicks if clicks is not None else [], dtype=np.int64).reshape(-1, 3)
+        positive = self.check_labels(labels, len(clicks)) if mode != "auto" else None
         if mode == "roi":
-            box = roi_box(clicks, shape, self.crop)
+            assert positive is not None
+            box = roi_box(clicks[positive], shape, self.crop)
             inside = _inside(clicks, box.start, self.crop)
-            if not inside.any():  # clicks spread wider than the box: centre on the first one
-                box = roi_box(clicks[:1], shape, self.crop)
+            if not (inside & positive).any():  # clicks spread wider than the box: centre on
+                box = roi_box(clicks[positive][:1], shape, self.crop)  # the first positive
                 inside = _inside(clicks, box.start, self.crop)
             self.clicks_used = int(inside.sum())
             self.boxes = [box]
-            return paste_roi(self._box_probability(volume, clicks[inside], box), box, shape)
+            return paste_roi(self._box_probability(volume, clicks[inside], box,
+                                                   positive[inside]), box, shape)
         self.clicks_used = len(clicks)
         if mode == "objects":
-            return self._objects(volume, clicks)
+            assert positive is not None
+            return self._objects(volume, clicks, positive)
         self.boxes = []
         if mode == "auto":
             return self._automatic(volume)
-        return self._sliding(volume, clicks)
+        assert positive is not None
+        return self._sliding(volume, clicks, positive)
 
-    def _box_probability(self, volume: torch.Tensor, clicks: np.ndarray, box: Box) -> torch.Tensor:
-        """Lesion probability ``c×c×c`` of ``box`` prompted with its ``clicks`` (volume grid)."""
+    def _labels(self, positive: np.ndarray) -> torch.Tensor | None:
+        """``1×k`` labels for the model, None when all are positive (the paper's prompt)."""
+        if positive.all():
+            return None
+        return torch.as_tensor(positive, dtype=torch.long)[None].to(self.device)
+
+    def _box_probability(self, volume: torch.Tensor, clicks: np.ndarray, box: Box,
+                         positive: np.ndarray) -> torch.Tensor:
+        """Lesion probability ``c×c×c`` of ``box`` prompted with its ``clicks`` (volume grid)
+        labelled ``positive`` ``(k,)``."""
         patch = crop_roi(volume, box)[None].to(self.device)
         rel = clicks_in_roi(clicks, box)
         pts = torch.as_tensor(rel, dtype=torch.float32)[None].to(self.device)
-        return torch.softmax(self.embeddings.logits(patch, pts), 1)[0, 1].cpu()
+        logits = self.embeddings.logits(patch, pts, self._labels(positive))
+        return torch.softmax(logits, 1)[0, 1].cpu()
 
-    def _objects(self, volume: torch.Tensor, clicks: np.ndarray) -> torch.Tensor:
-        """One box per object: fixed by its first click, joined by later clicks inside it."""
+    def _objects(self, volume: torch.Tensor, clicks: np.ndarray,
+                 positive: np.ndarray) -> torch.Tensor:
+        """One box per object: fixed by its first click, joined by later clicks inside it (a
+        negative click joins every box that holds it)."""
         shape = tuple(volume.shape[1:])
         if len(clicks) == 0:
             raise ValueError("mode 'objects' needs at least one click")
         groups: list[tuple[Box, list[int]]] = []
         for i, click in enumerate(clicks):
-            home = next((g for g in groups if _inside(click[None], g[0].start, self.crop)[0]),
-                        None)
-            if home is None:
-                groups.append((roi_box(click[None], shape, self.crop), [i]))
+            homes = [g for g in groups if _inside(click[None], g[0].start, self.crop)[0]]
+            if not positive[i]:
+                if not homes:
+                    raise ValueError(f"negative click {tuple(int(v) for v in click)} lies in no "
+                                     "object's box: a negative click corrects an object, so "
+                                     "click the object (positive) first")
+                for home in homes:
+                    home[1].append(i)
+            elif homes:
+                homes[0][1].append(i)
             else:
-                home[1].append(i)
+                groups.append((roi_box(click[None], shape, self.crop), [i]))
         out = torch.zeros(shape)
         for box, members in groups:
-            prob = paste_roi(self._box_probability(volume, clicks[members], box), box, shape)
+            prob = paste_roi(self._box_probability(volume, clicks[members], box,
+                                                   positive[members]), box, shape)
             out = torch.maximum(out, prob)
         self.boxes = [box for box, _ in groups]
         return out
@@ -144,11 +197,14 @@ class Predictor:
         # a tensor, as the predictor returns one (MONAI mirrors a tuple or dict predictor)
         return cast(torch.Tensor, prob)[0, 1].cpu()
 
-    def _sliding(self, volume: torch.Tensor, clicks: np.ndarray) -> torch.Tensor:
-        """Blend only the windows that hold a click: each window returns (p·v, v) with v = 1
-        when prompted, 0 otherwise; the blended ratio is the prompted windows' average."""
+    def _sliding(self, volume: torch.Tensor, clicks: np.ndarray,
+                 positive: np.ndarray) -> torch.Tensor:
+        """Blend only the windows that hold a positive click: each window returns (p·v, v)
+        with v = 1 when prompted, 0 otherwise; the blended ratio is the prompted windows'
+        average."""
         c = self.crop
         pts = torch.as_tensor(clicks, dtype=torch.float32)
+        pos = torch.as_tensor(positive)
 
         def predictor(window: torch.Tensor, location) -> torch.Tensor:
             out = torch.zeros(window.shape[0], 2, *window.shape[2:], device=window.device)
@@ -156,9 +212,10 @@ class Predictor:
                 start = torch.tensor([sl.start for sl in location[b][-3:]], dtype=torch.float32)
                 rel = pts - start
                 inside = ((rel >= 0) & (rel < c)).all(1)
-                if inside.any():
+                if (inside & pos).any():
                     logits = self.embeddings.logits(window[b:b + 1],
-                                                    rel[inside][None].to(window.device))
+                                                    rel[inside][None].to(window.device),
+                                                    self._labels(pos[inside].numpy()))
                     out[b, 0] = torch.softmax(logits, 1)[0, 1]
                     out[b, 1] = 1.0
             return out

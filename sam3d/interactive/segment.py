@@ -71,10 +71,17 @@ class Segmenter:
         return user_to_model(pts, self.reference.affine, self._affine, tuple(image.shape[1:]),
                              self.shape)
 
-    def __call__(self, clicks: object) -> np.ndarray:
+    @property
+    def negative_clicks(self) -> bool:
+        """Whether the model takes negative clicks (the negative-click extension)."""
+        return self.predictor.negative_clicks
+
+    def __call__(self, clicks: object, labels: object = None) -> np.ndarray:
+        """Mask for viewer ``clicks`` ``k×3`` with ``labels`` ``(k,)`` (1 = positive,
+        0 = negative; None = all positive)."""
         t0 = time.perf_counter()
         model_pts = self.model_clicks(clicks)
-        prob = self.predictor.probabilities(self._data["image"], model_pts, self.mode)
+        prob = self.predictor.probabilities(self._data["image"], model_pts, self.mode, labels)
         mask = self.predictor.to_input_grid(self._data, prob)  # X×Y×Z
         self.seconds = time.perf_counter() - t0
         return to_dhw(mask) != 0

@@ -12,6 +12,7 @@ from sam3d.build import build_sam3d
 from sam3d.data.specs import get_spec
 from sam3d.inference.embeddings import EmbeddingCache
 from sam3d.inference.predictor import Predictor
+from sam3d.inference.roi import crop_roi, paste_roi
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +96,51 @@ def test_objects_mode_fixes_a_box_per_object_and_only_decodes_follow_up_clicks(m
     assert torch.equal(p3, torch.maximum(p2, want_far))  # the maximum over the two boxes
     with pytest.raises(ValueError, match="at least one click"):
         predictor.probabilities(image, np.zeros((0, 3)), "objects")
+
+
+@pytest.fixture(scope="module")
+def extension() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_sam3d("tiny_interactive").eval()
+
+
+def test_negative_clicks_join_their_objects_boxes_and_only_decode(extension) -> None:
+    """A negative click inside an object's box joins that box's prompt (one decode, no
+    encoder pass) and equals the model's own labelled forward pass; one in no box, a negative
+    click alone and bad labels are refused."""
+    c = extension.crop
+    predictor = Predictor(extension, get_spec("lits"))
+    image = torch.randn(3, 2 * c, c, c, generator=torch.Generator().manual_seed(2))
+    calls, handle = _counting(extension)
+    clicks = np.array([[20, 30, 30], [30, 40, 25]])
+    with torch.no_grad():
+        pos = predictor.probabilities(image, clicks, "objects")
+        neg = predictor.probabilities(image, clicks, "objects", labels=[1, 0])
+        assert len(calls) == 1 and len(predictor.boxes) == 1
+        box = predictor.boxes[0]
+        rel = torch.as_tensor(clicks - np.array(box.start), dtype=torch.float32)[None]
+        want = torch.softmax(extension(crop_roi(image, box)[None], rel,
+                                       torch.tensor([[1, 0]])), 1)[0, 1]
+        # the roi and sliding modes take the same labels (the box is placed by the positive)
+        assert torch.equal(predictor.probabilities(image, clicks, "roi", [1, 0]), neg)
+    handle.remove()
+    assert not torch.equal(pos, neg)
+    assert torch.equal(paste_roi(want, box, image.shape[1:]), neg)
+    with pytest.raises(ValueError, match="lies in no object's box"):
+        predictor.probabilities(image, np.array([[20, 30, 30], [110, 30, 30]]), "objects",
+                                [1, 0])
+    with pytest.raises(ValueError, match="negative click alone"):
+        predictor.probabilities(image, clicks, "sliding", [0, 0])
+    for bad in ([1], [1, 2], [1.0, 0.0], "10"):
+        with pytest.raises(ValueError, match="one per click"):
+            predictor.probabilities(image, clicks, "objects", bad)
+
+
+def test_a_paper_model_refuses_negative_clicks_before_any_work(model) -> None:
+    predictor = Predictor(model, get_spec("lits"))
+    image = torch.zeros(3, model.crop, model.crop, model.crop)
+    calls, handle = _counting(model)
+    with pytest.raises(ValueError, match="negative_clicks=False"):
+        predictor.probabilities(image, np.array([[5, 5, 5], [6, 6, 6]]), "objects", [1, 0])
+    handle.remove()
+    assert calls == [] and not predictor.negative_clicks
