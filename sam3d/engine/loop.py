@@ -34,6 +34,7 @@ from ..data.specs import get_spec
 from ..data.splits import SplitRef
 from .config import TrainConfig
 from .distributed import DistContext, setup_distributed
+from .interaction import click_labels, simulate_interaction
 from .optim import build_optimizer, clip_per_group
 from .state import load_training_state, save_training_state
 
@@ -220,7 +221,13 @@ class Trainer:
             label = batch["label"].to(self.device).as_tensor()
             points = batch_clicks(label, rng, cfg.train_lesion_clicks,
                                   cfg.train_random_clicks).to(self.device)
-            logits = net(image, points)
+            labels = click_labels(label, points) if getattr(model, "negative_clicks", False) \
+                else None
+            if cfg.interaction_rounds:  # simulated interaction (engine/interaction.py)
+                rounds = int(rng.integers(0, cfg.interaction_rounds + 1))
+                points, labels = simulate_interaction(model, image, label, points, labels,
+                                                      rounds, rng)
+            logits = net(image, points) if labels is None else net(image, points, labels)
             loss = loss_fn(logits, label)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
