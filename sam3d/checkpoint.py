@@ -20,9 +20,7 @@ and :func:`load_checkpoint` handle both formats, so ``sam3d evaluate --mode auto
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ from .config import Sam3DConfig
 from .data.splits import SplitRef
 from .modeling import Sam3D
 from .modeling.attention import shifted_window_mask
+from .utils.files import atomic_write
 
 FORMAT = "sam3d/1"
 BASELINE_FORMAT = "sam3d-baseline/1"
@@ -179,20 +178,8 @@ def model_name(model: torch.nn.Module) -> str:
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` to ``path`` atomically (:func:`sam3d.utils.files.atomic_write`)."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save_checkpoint(model: Sam3D, path: str | Path, extra: dict | None = None) -> None:

