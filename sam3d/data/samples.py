@@ -15,15 +15,14 @@ import shutil
 import struct
 import subprocess
 import sys
-import tarfile
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..hashing import sha256_file
+from ..utils.archives import ArchiveError, extract_files
 from .layout import INDEX, LayoutError, case_record, read_index, write_index
 
 
@@ -132,35 +131,13 @@ def verify(path: Path, sha256: str) -> None:
 def extract_members(archive: Path, members: dict[str, str], dest: Path) -> dict[str, Path]:
     """Copy the named regular-file members of a zip or tar archive to ``dest/<output name>``.
 
-    Output names are ours (no path separators), so nothing can land outside ``dest``.
+    Output names are ours (no path separators), so nothing can land outside ``dest``; links,
+    devices and paths with ``..`` are refused (:func:`sam3d.utils.archives.extract_files`).
     """
-    dest.mkdir(parents=True, exist_ok=True)
-    out = {}
-    for name in members:
-        if Path(name).name != name or name in ("", ".", ".."):
-            raise SampleDataError(f"invalid output name {name!r}")
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            for name, member in members.items():
-                try:
-                    with zf.open(member) as src, open(dest / name, "wb") as dst:
-                        shutil.copyfileobj(src, dst)
-                except KeyError:
-                    raise SampleDataError(f"{archive.name} has no member {member}") from None
-                out[name] = dest / name
-        return out
-    with tarfile.open(archive) as tf:
-        for name, member in members.items():
-            try:
-                info = tf.getmember(member)
-            except KeyError:
-                raise SampleDataError(f"{archive.name} has no member {member}") from None
-            if not info.isfile():
-                raise SampleDataError(f"{archive.name}: {member} is not a regular file")
-            with tf.extractfile(info) as src, open(dest / name, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            out[name] = dest / name
-    return out
+    try:
+        return extract_files(archive, members, dest)
+    except ArchiveError as exc:
+        raise SampleDataError(str(exc)) from None
 
 
 def read_mrc(path: Path) -> np.ndarray:
