@@ -22,11 +22,14 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import torch
 from segment_anything import sam_model_registry
 from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-from ..checkpoint import CheckpointError, read_checkpoint_file
+from ..checkpoint import (  # load_state_strict: re-exported for sam3d.baselines
+    CheckpointError,
+    load_state_strict,
+    read_checkpoint_file,
+)
 from ..data.samples import Distribution, download, extract_members, verify
 from ..hashing import sha256_file
 from ..utils.files import atomic_write
@@ -115,31 +118,6 @@ def build_sam_model(encoder: str = "tiny_vit", img_size: int = 1024) -> Sam:
         pixel_mean=_PIXEL_MEAN, pixel_std=_PIXEL_STD,
     )
     return sam.eval()
-
-
-def load_state_strict(module: torch.nn.Module, state: object, what: str) -> None:
-    """Load ``state`` into ``module`` requiring exactly its keys and shapes.
-
-    Raises :class:`sam3d.checkpoint.CheckpointError` listing (up to 8 each) the missing keys,
-    the unexpected keys and the shape mismatches, and their counts.
-    """
-    if not isinstance(state, dict) or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise CheckpointError(f"{what} is not a plain state dict (str → tensor); got "
-                              f"{type(state).__name__}")
-    own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-             for k, v in own.items() if k in state and state[k].shape != v.shape]
-    if missing or unexpected or wrong:
-        def listed(items: list[str]) -> str:
-            return f"{len(items)} {items[:8]}{' …' if len(items) > 8 else ''}"
-        raise CheckpointError(
-            f"{what} does not match the model ({type(module).__name__}): missing "
-            f"{listed(missing)}; unexpected {listed(unexpected)}; shape mismatches "
-            f"{listed(wrong)}")
-    module.load_state_dict(state, strict=True)
 
 
 def build_sam_from_checkpoint(path: str | Path, encoder: str = "tiny_vit") -> Sam:
