@@ -39,7 +39,7 @@ import numpy as np
 
 from ..data.layout import DatasetIndex, read_index
 from ..data.splits import PARTS, check_split, load_split, resolve_split
-from ..utils.files import replace_dir
+from ..utils.files import atomic_write, replace_dir
 
 #: The nnU-Net v2 release this module was written and tested against (extra ``baselines``).
 NNUNET_VERSION = "2.8.1"
@@ -181,9 +181,7 @@ def install_split(dataset_dir: str | Path, preprocessed: str | Path) -> Path:
     if not src.is_file():
         raise NnUNetError(f"{src} not found: export the dataset with export_nnunet first")
     dst = Path(preprocessed) / dataset_dir.name / SPLITS_FILE
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dst)
-    return dst
+    return atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def _require_nnunet() -> None:

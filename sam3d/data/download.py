@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ..hashing import hash_file  # re-exported: sam3d.data.download.hash_file
 from ..utils.archives import ArchiveError, extract_tree
+from ..utils.files import atomic_write_text
 
 USER_AGENT = "sam3d-data/1 (+https://arxiv.org/abs/2306.13465)"
 CHECKSUMS_FORMAT = "sam3d-checksums/1"
@@ -244,7 +245,7 @@ def safe_extract(archive: str | Path, target: str | Path, *,
             elif dest.exists() or dest.is_symlink():
                 dest.unlink()
             os.replace(entry, dest)
-        marker.write_text(f"{archive.name}\n", encoding="utf-8")
+        atomic_write_text(marker, f"{archive.name}\n")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..hashing import sha256_file
 from ..utils.archives import ArchiveError, extract_files
+from ..utils.files import atomic_write
 from .layout import INDEX, LayoutError, case_record, read_index, write_index
 
 
@@ -168,14 +169,17 @@ def convert_case(case: Case, files: dict[str, Path], out: Path) -> dict:
         # spine runs along it), so kept as is it already has the slice axis last, as NIfTI
         # wants. In-plane orientation is not recorded: identity affine, nominal 1 mm.
         for src, dst, dtype in ((case.image, "image", np.float32), (case.label, "label", np.uint8)):
-            vol = read_mrc(files[src]).astype(dtype)
-            nib.save(nib.Nifti1Image(vol, np.eye(4)), folder / f"{dst}.nii.gz")
+            img = nib.Nifti1Image(read_mrc(files[src]).astype(dtype), np.eye(4))
+            atomic_write(folder / f"{dst}.nii.gz", lambda tmp, img=img: nib.save(img, tmp))
     elif case.kind == "nrrd":
         for src, dst in ((case.image, "image"), (case.label, "label")):
-            sitk.WriteImage(sitk.ReadImage(str(files[src])), str(folder / f"{dst}.nii.gz"))
+            itk = sitk.ReadImage(str(files[src]))
+            atomic_write(folder / f"{dst}.nii.gz",
+                         lambda tmp, itk=itk: sitk.WriteImage(itk, str(tmp)))
     else:
-        shutil.copyfile(files[case.image], folder / "image.nii.gz")
-        shutil.copyfile(files[case.label], folder / "label.nii.gz")
+        for src, dst in ((case.image, "image"), (case.label, "label")):
+            atomic_write(folder / f"{dst}.nii.gz",
+                         lambda tmp, src=src: shutil.copyfile(files[src], tmp))
     image = nib.load(folder / "image.nii.gz")
     label = nib.load(folder / "label.nii.gz")
     if image.shape != label.shape:
