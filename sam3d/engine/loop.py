@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import gc
+import io
 import math
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ from ..data.phantoms import PhantomSpec, write_phantom_dataset
 from ..data.pipeline import build_dataset, spec_with_statistics
 from ..data.specs import get_spec
 from ..data.splits import SplitRef
+from ..utils.files import atomic_write_text
 from .config import TrainConfig
 from .distributed import DistContext, setup_distributed
 from .interaction import click_labels, simulate_interaction
@@ -274,13 +276,12 @@ class Trainer:
 
 def write_metrics(path: Path, history: list[dict]) -> None:
     """The whole metric history as CSV, rewritten atomically each epoch."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=METRICS)
-        w.writeheader()
-        for row in history:
-            w.writerow({k: row[k] for k in METRICS})
-    tmp.replace(path)
+    text = io.StringIO()
+    w = csv.DictWriter(text, fieldnames=METRICS)
+    w.writeheader()
+    for row in history:
+        w.writerow({k: row[k] for k in METRICS})
+    atomic_write_text(path, text.getvalue())
 
 
 def read_metrics(path: str | Path) -> list[dict]:

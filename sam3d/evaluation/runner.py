@@ -13,7 +13,7 @@ geometry. Every file is written atomically; an existing result folder is refused
 from __future__ import annotations
 
 import csv
-import os
+import io
 import time
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from ..data.specs import DatasetSpec
 from ..data.splits import SplitRef
 from ..inference.geometry import save_mask
 from ..inference.predictor import Predictor
+from ..utils.files import atomic_write, atomic_write_text
 from .protocol import EvalSettings, area_under_curve, challenge_auc, evaluate_case
 
 ROW_FIELDS = ("case", "k", "mode", "position", "position_fallback", "clicks", "clicks_used",
@@ -186,13 +187,11 @@ def _positions(rows: list[dict]) -> list[str]:
 
 
 def write_csv(path: Path, rows: list[dict], fields) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(fields))
-        w.writeheader()
-        w.writerows({k: r.get(k) for k in fields} for r in rows)
-    tmp.replace(path)
-    return path
+    text = io.StringIO()
+    w = csv.DictWriter(text, fieldnames=list(fields))
+    w.writeheader()
+    w.writerows({k: r.get(k) for k in fields} for r in rows)
+    return atomic_write_text(path, text.getvalue())
 
 
 #: how the official protocol's clicks are stored in clicks.json
@@ -276,6 +275,4 @@ def _save_official_mask(mask: np.ndarray, label_file: Path, dataset: str, path: 
     order = np.argsort(get_dataset(dataset).spatial_index)
     ref = nib.load(str(label_file))
     img = nib.Nifti1Image(np.transpose(mask, order).astype(np.uint8), ref.affine)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.nii.gz")
-    nib.save(img, tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: nib.save(img, tmp))

@@ -27,6 +27,7 @@ from ..config import get_config
 from ..reference import DATASET_COLUMNS, paper_metric, paper_rows
 from ..rehearsal import full_variant  # the variant a rehearsal trains instead
 from ..tuning import ADDITIONS_3D, PEFT_REGISTRY, groups_pattern
+from ..utils.files import atomic_write_json
 from .report import check_mode
 
 #: paper row → configuration suffix (``auto_<suffix>``, ``tiny_auto_<suffix>``), in paper order
@@ -248,8 +249,7 @@ def evaluate_variant(checkpoint: str | Path, out_dir: str | Path, *, modes=("aut
               "dice_std": 100 * row["dice_std"], "nsd_std": 100 * row["nsd_std"],
               "cases": row["cases"], "eval_seconds": round(res["seconds"], 1),
               "eval_dir": str(out)}
-    record.write_text(json.dumps({"settings": settings, "scores": scores}, indent=1) + "\n",
-                      encoding="utf-8")
+    atomic_write_json(record, {"settings": settings, "scores": scores})
     return {**scores, "eval_cached": False}
 
 
