@@ -33,7 +33,7 @@ from ..data.phantoms import PhantomSpec, write_phantom_dataset
 from ..data.pipeline import build_dataset, spec_with_statistics
 from ..data.specs import get_spec
 from ..data.splits import SplitRef
-from ..utils.files import atomic_write_text
+from ..utils.files import atomic_write, atomic_write_text
 from .config import TrainConfig
 from .distributed import DistContext, setup_distributed
 from .interaction import click_labels, simulate_interaction
@@ -306,6 +306,6 @@ def plot_history(history: list[dict], path: Path) -> Path:
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.legend()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
     return path
