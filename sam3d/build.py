@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .config import TUNING_POLICIES, Sam3DConfig, get_config
+from .config import Sam3DConfig, get_config
 from .hashing import sha256_file  # re-exported: sam3d.build.sha256_file
 from .modeling import ImageEncoder3D, MaskDecoder3D, PromptEncoder3D, Sam3D
+from .tuning import policy_pattern
 
 
 def apply_tuning_policy(model: Sam3D, policy: str) -> None:
     """Freeze the encoder except the policy's parameters; tune prompt encoders and decoder."""
-    patterns = [re.compile(p) for p in TUNING_POLICIES[policy]]
+    tuned = policy_pattern(policy)  # the policy's parameter groups (sam3d.tuning)
     for name, param in model.image_encoder.named_parameters():
-        param.requires_grad_(any(p.match(name) for p in patterns))
+        param.requires_grad_(tuned.match(name) is not None)
     for module in (model.prompt_encoders, model.mask_decoder):
         for param in module.parameters():
             param.requires_grad_(True)

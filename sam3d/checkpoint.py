@@ -20,9 +20,7 @@ and :func:`load_checkpoint` handle both formats, so ``sam3d evaluate --mode auto
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ from .config import Sam3DConfig
 from .data.splits import SplitRef
 from .modeling import Sam3D
 from .modeling.attention import shifted_window_mask
+from .utils.files import atomic_write
 
 FORMAT = "sam3d/1"
 BASELINE_FORMAT = "sam3d-baseline/1"
@@ -78,19 +77,31 @@ def split_reference(ckpt: object) -> SplitRef:
     return SplitRef.of(recorded_training_config(ckpt))
 
 
-def _load_strict(module: torch.nn.Module, state: dict, what: str) -> None:
+def load_state_strict(module: torch.nn.Module, state: object, what: str) -> None:
+    """Load ``state`` into ``module`` requiring exactly its keys and shapes.
+
+    ``what`` names the state in the message (``"encoder_dict"``, ``"checkpoint <path>"``).
+    Raises :class:`CheckpointError` for a ``state`` that is not a ``str → tensor`` dict, or
+    listing (up to 8 each) the missing keys, the unexpected keys and the shape mismatches, and
+    their counts. The one strict loader of the package (official, sam3d, baseline and SAM
+    checkpoints all load through it).
+    """
+    if not isinstance(state, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise CheckpointError(f"{what} is not a plain state dict (str → tensor); got "
+                              f"{type(state).__name__}")
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    wrong = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-             for k in own if k in state and state[k].shape != own[k].shape]
+    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+             for k, v in own.items() if k in state and state[k].shape != v.shape]
     if missing or unexpected or wrong:
+        def listed(items: list[str]) -> str:
+            return f"{len(items)} {items[:8]}{' …' if len(items) > 8 else ''}"
         raise CheckpointError(
-            f"{what} does not match the model — missing: "
-            f"{missing[:5]}{'…' if len(missing) > 5 else ''}"
-            f"; unexpected: {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}; shape mismatch: "
-            f"{wrong[:5]}"
-        )
+            f"{what} does not match the model ({type(module).__name__}): missing "
+            f"{listed(missing)}; unexpected {listed(unexpected)}; shape mismatches "
+            f"{listed(wrong)}")
     module.load_state_dict(state, strict=True)
 
 
@@ -119,7 +130,7 @@ def official_to_sam3d(ckpt: dict, model: Sam3D) -> None:
                 raise CheckpointError(f"{key} is not the shifted-window mask this model uses")
             continue
         enc["patch_embed." + key if key.startswith("slice_embed.") else key] = value
-    _load_strict(model.image_encoder, enc, "encoder_dict")
+    load_state_strict(model.image_encoder, enc, "encoder_dict")
     features = ckpt["feature_dict"]
     if not isinstance(features, (list, tuple)):
         raise CheckpointError("feature_dict must be a list of prompt-encoder state dicts")
@@ -135,8 +146,8 @@ def official_to_sam3d(ckpt: dict, model: Sam3D) -> None:
             # the negative-click extension is not in the authors' format: it keeps its own
             # initialisation, whose positive row is zero (the paper's logits on positive clicks)
             state["label_embed.weight"] = prompt_encoder.label_embed.weight.detach().clone()
-        _load_strict(prompt_encoder, state, f"feature_dict[{level - 1}]")
-    _load_strict(model.mask_decoder, ckpt["decoder_dict"], "decoder_dict")
+        load_state_strict(prompt_encoder, state, f"feature_dict[{level - 1}]")
+    load_state_strict(model.mask_decoder, ckpt["decoder_dict"], "decoder_dict")
 
 
 def is_official_checkpoint(ckpt: object) -> bool:
@@ -183,20 +194,8 @@ def model_name(model: torch.nn.Module) -> str:
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` to ``path`` atomically (:func:`sam3d.utils.files.atomic_write`)."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save_checkpoint(model: Sam3D, path: str | Path, extra: dict | None = None) -> None:
@@ -298,5 +297,5 @@ def _load_baseline(ckpt: dict, path, sam_checkpoint, variant) -> torch.nn.Module
         model = baseline.engine_model(int(size[0])) if cube else baseline.model(size)
     except ValueError as exc:
         raise CheckpointError(f"{path}: {exc}") from exc
-    _load_strict(model, state, f"{path} ({name})")
+    load_state_strict(model, state, f"{path} ({name})")
     return model

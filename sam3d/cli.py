@@ -9,6 +9,7 @@ import json
 import sys
 
 from .config import CONFIGS
+from .utils.files import atomic_write_text
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -40,8 +41,7 @@ def _bench(args: argparse.Namespace) -> int:
     skip = tuple(s for s in args.skip.split(",") if s)
     res = run_bench(args.variant, args.device, args.threads, args.warmup, skip, args.mem_limit_gib)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(res, fh, indent=2)
+        atomic_write_text(args.json, json.dumps(res, indent=2))
         print(f"wrote {args.json}")
     # a step refused at the memory cap is a measurement ("needs more than the cap"), not a failure
     failed = [k for k, v in res.items() if isinstance(v, dict) and "error" in v

@@ -10,38 +10,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-#: Which encoder parameters are tuned, by policy name: regular expressions matched against
-#: parameter names of ``ImageEncoder3D``. Prompt encoders and the decoder are always tuned.
-TUNING_POLICIES: dict[str, tuple[str, ...]] = {
-    # The paper (official train.py): depth/slice embeddings, norms, adapters, depth rel-pos
-    # tables and the four necks; SAM's own weights stay frozen.
-    "paper": (
-        r"depth_embed",
-        r"patch_embed\.slice_embed\.",
-        r"blocks\.\d+\.(norm1|norm2|adapter)\.",
-        r"blocks\.\d+\.attn\.rel_pos_d",
-        r"neck_3d\.",
-    ),
-    # Every encoder parameter (full fine-tuning; smoke runs of the randomly initialised tiny
-    # model, which has no pretrained weights worth freezing).
-    "full": (r".",),
-    # The PEFT comparison (paper Table 2): what every variant shares with the paper's policy
-    # (the 3D additions — depth/slice embeddings, depth rel-pos tables, necks — and the
-    # norms) plus the modules of the chosen PEFT method (``peft.<block>.*``).
-    "peft": (
-        r"depth_embed",
-        r"patch_embed\.slice_embed\.",
-        r"blocks\.\d+\.(norm1|norm2|adapter)\.",
-        r"blocks\.\d+\.attn\.rel_pos_d",
-        r"neck_3d\.",
-        r"peft\.",
-    ),
-}
-
-#: How the encoder is adapted (``Sam3DConfig.peft``): the paper's spatial adapter, no PEFT
-#: module at all, or one of the alternatives of ``sam3d/modeling/peft.py`` (Table 2).
-PEFT_METHODS: tuple[str, ...] = ("spatial", "none", "houlsby", "protuning", "stadapter",
-                                 "medtuning")
+# Tuning policies (``Sam3DConfig.tuning``) and PEFT methods (``Sam3DConfig.peft``) are tables of
+# sam3d.tuning (parameter groups, policies as unions of groups, the registry of PEFT methods);
+# sam3d.config.TUNING_POLICIES and .PEFT_METHODS stay importable from here.
+from .tuning import PEFT_METHODS, PEFT_REGISTRY, TUNING_POLICIES
 
 
 @dataclass(frozen=True)
@@ -103,7 +75,7 @@ class Sam3DConfig:
             raise ValueError(f"adapter_ratio must be in (0, 4], got {self.adapter_ratio}")
         if self.peft not in PEFT_METHODS:
             raise ValueError(f"unknown peft {self.peft!r}; known: {', '.join(PEFT_METHODS)}")
-        with_modules = self.peft not in ("spatial", "none")
+        with_modules = PEFT_REGISTRY[self.peft].modules
         is_int = isinstance(self.peft_dim, int) and not isinstance(self.peft_dim, bool)
         if not is_int or not (self.peft_dim > 0 if with_modules else self.peft_dim == 0):
             need = "a positive integer" if with_modules else "0"
@@ -167,27 +139,20 @@ register(Sam3DConfig(
 
 # ---------------------------------------------------------------------------------------------
 # Paper Table 2: automatic segmentation (no prompt encoder, 256³ crops as the official
-# train_auto.py) with different ways of tuning the same encoder. Widths: each method's paper
-# default where it has one (ST-Adapter 384), else the width whose tuned-module count (+ norms)
-# comes closest to the figure the 3DSAM-adapter paper reports (see book/peft.md). The tiny
-# versions scale those widths by 96/768 (rounded) and keep the tiny 64³ crop.
+# train_auto.py) with different ways of tuning the same encoder: one pair of configurations per
+# entry of sam3d.tuning.PEFT_REGISTRY (its widths: see there). The tiny versions keep the tiny
+# 64³ crop.
 # ---------------------------------------------------------------------------------------------
-_TABLE2 = {  # suffix: (peft, vit_b width, tiny width, tuning, description)
-    "ours": ("spatial", 0, 0, "paper", "3DSAM-adapter (spatial adapters)"),
-    "full": ("none", 0, 0, "full", "full fine-tuning (no PEFT module, every encoder weight)"),
-    "adapter": ("houlsby", 205, 26, "peft", "Adapter (Houlsby et al. 2019), 2 per block"),
-    "protuning": ("protuning", 357, 45, "peft", "Pro-tuning (Nie et al. 2022) prompt blocks"),
-    "stadapter": ("stadapter", 384, 48, "peft", "ST-Adapter (Pan et al. 2022), before attention"),
-    "medtuning": ("medtuning", 389, 49, "peft", "Med-Tuning (2023) Med-Adapters after blocks"),
-}
-for _suffix, (_peft, _width, _tiny_width, _tuning, _what) in _TABLE2.items():
+for _m in PEFT_REGISTRY.values():
     register(CONFIGS["vit_b"].replace(
-        name=f"auto_{_suffix}", crop=256, prompt_levels=(), peft=_peft, peft_dim=_width,
-        tuning=_tuning, description=f"Table 2, automatic, 256³ crop: {_what}",
+        name=f"auto_{_m.table2_suffix}", crop=256, prompt_levels=(), peft=_m.name,
+        peft_dim=_m.widths[0], tuning=_m.tuning,
+        description=f"Table 2, automatic, 256³ crop: {_m.description}",
     ))
     register(CONFIGS["tiny"].replace(
-        name=f"tiny_auto_{_suffix}", prompt_levels=(), peft=_peft, peft_dim=_tiny_width,
-        tuning=_tuning, description=f"tiny smoke version of auto_{_suffix}: {_what}",
+        name=f"tiny_auto_{_m.table2_suffix}", prompt_levels=(), peft=_m.name,
+        peft_dim=_m.widths[1], tuning=_m.tuning,
+        description=f"tiny smoke version of auto_{_m.table2_suffix}: {_m.description}",
     ))
 
 # Paper Table 3: the prompt encoder at other feature levels (vit_b / tiny: level 4 only).

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from .utils.files import atomic_write_json
 
 __all__ = ["content_key", "read_entry", "write_entry"]
 
@@ -28,8 +29,5 @@ def read_entry(path: Path, fmt: str, key: str) -> dict[str, Any] | None:
 
 
 def write_entry(path: Path, doc: dict[str, Any]) -> None:
-    """Write ``doc`` to ``path`` atomically (a temporary file beside it, then ``os.replace``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    """Write ``doc`` to ``path`` atomically (:func:`sam3d.utils.files.atomic_write_json`)."""
+    atomic_write_json(path, doc)

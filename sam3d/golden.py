@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .utils.files import atomic_write
+
 __all__ = [
     "build_official_checkpoint",
     "load_golden_inputs",
@@ -203,7 +205,7 @@ def build_official_checkpoint(
                 raise ValueError(f"{group['checkpoint_key']}: list entries must come in order")
             slots.append(state)
     if out_path is not None:
-        torch.save(checkpoint, Path(out_path))
+        atomic_write(out_path, lambda tmp: torch.save(checkpoint, tmp))
     return checkpoint
 
 

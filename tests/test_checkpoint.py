@@ -15,6 +15,7 @@ from sam3d.checkpoint import (
     atomic_save,
     load_checkpoint,
     load_official_checkpoint,
+    load_state_strict,
     read_checkpoint_file,
     save_checkpoint,
     stored_state,
@@ -344,3 +345,21 @@ def test_vit_b_checkpoint_on_sam(sam_vit_b_checkpoint, tmp_path: Path) -> None:
     want = model.state_dict()
     for key, value in loaded.state_dict().items():
         assert torch.equal(value, want[key]), key
+
+
+def test_load_state_strict_lists_every_kind_of_mismatch() -> None:
+    """The one strict loader (official, sam3d, baseline and SAM weights): counts and names the
+    missing, unexpected and wrongly shaped tensors, refuses non-tensors, loads a match."""
+    module = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
+    state = {"0.weight": torch.zeros(2, 4), "0.bias": torch.zeros(2), "9.bias": torch.zeros(1)}
+    with pytest.raises(CheckpointError) as info:
+        load_state_strict(module, state, "test state")
+    text = str(info.value)
+    assert text.startswith("test state does not match the model (Sequential)")
+    assert "missing 2 ['1.weight', '1.bias']" in text and "unexpected 1 ['9.bias']" in text
+    assert "shape mismatches 1 ['0.weight: file (2, 4) vs model (2, 3)']" in text
+    with pytest.raises(CheckpointError, match="not a plain state dict"):
+        load_state_strict(module, {**module.state_dict(), "0.bias": [0.0, 0.0]}, "test state")
+    good = {k: torch.full_like(v, 0.5) for k, v in module.state_dict().items()}
+    load_state_strict(module, good, "test state")
+    assert all(torch.equal(v, good[k]) for k, v in module.state_dict().items())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sam3d.reference import TABLES, paper_metric, paper_rows
+from sam3d.reference import TABLES, paper_metric, paper_rows, paper_tuned_params_M
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "paper"
 
@@ -24,6 +24,17 @@ def test_reported_values_are_read_as_numbers() -> None:
                   "ST-Adapter": 7.15, "Med-tuning": 11.10, "3DSAM-adapter": 15.21}
     assert [r["levels_with_prompt"] for r in paper_rows("table3")] == \
         ["1+2+3+4", "1+4", "2+4", "3+4", "4"]
+
+
+def test_paper_parameter_counts() -> None:
+    """The figures the Architecture chapter sets beside its own counts: the paper's Table 2
+    (tuned image encoder) and Table 1 (#Tuned Params, the same for the three prompt rows)."""
+    assert paper_tuned_params_M() == {"image_encoder": 15.21, "model": 25.46}
+    assert paper_tuned_params_M("Adapter") == {"image_encoder": 7.61, "model": None}
+    assert paper_tuned_params_M("nnU-Net") == {"image_encoder": None, "model": 30.76}
+    assert paper_tuned_params_M("SAM-B") == {"image_encoder": None, "model": None}
+    with pytest.raises(ValueError, match="neither"):
+        paper_tuned_params_M("LoRA")
 
 
 def test_bad_names_are_refused() -> None:

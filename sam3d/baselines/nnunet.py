@@ -39,6 +39,7 @@ import numpy as np
 
 from ..data.layout import DatasetIndex, read_index
 from ..data.splits import PARTS, check_split, load_split, resolve_split
+from ..utils.files import atomic_write, replace_dir
 
 #: The nnU-Net v2 release this module was written and tested against (extra ``baselines``).
 NNUNET_VERSION = "2.8.1"
@@ -166,17 +167,7 @@ def export_nnunet(prepared_root: str | Path, out_raw: str | Path, dataset_id: in
         (tmp / "dataset.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
         (tmp / SPLITS_FILE).write_text(json.dumps(splits_final(split), indent=1) + "\n",
                                        encoding="utf-8")
-        if final.exists():
-            old = out_raw / f".{folder}.old-{uuid.uuid4().hex[:8]}"
-            final.rename(old)
-            try:
-                tmp.rename(final)
-            except OSError:
-                old.rename(final)  # put the previous export back
-                raise
-            shutil.rmtree(old)
-        else:
-            tmp.rename(final)
+        replace_dir(tmp, final)  # the previous export is put back if the swap fails
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -190,9 +181,7 @@ def install_split(dataset_dir: str | Path, preprocessed: str | Path) -> Path:
     if not src.is_file():
         raise NnUNetError(f"{src} not found: export the dataset with export_nnunet first")
     dst = Path(preprocessed) / dataset_dir.name / SPLITS_FILE
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dst)
-    return dst
+    return atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def _require_nnunet() -> None:

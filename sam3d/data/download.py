@@ -14,17 +14,16 @@ import json
 import os
 import re
 import shutil
-import stat
 import sys
-import tarfile
 import urllib.error
 import urllib.request
-import zipfile
 from collections.abc import Iterable
 from http.client import HTTPException
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from ..hashing import hash_file  # re-exported: sam3d.data.download.hash_file
+from ..utils.archives import ArchiveError, extract_tree
+from ..utils.files import atomic_write_text
 
 USER_AGENT = "sam3d-data/1 (+https://arxiv.org/abs/2306.13465)"
 CHECKSUMS_FORMAT = "sam3d-checksums/1"
@@ -216,9 +215,9 @@ def safe_extract(archive: str | Path, target: str | Path, *,
                  members: Iterable[str] | None = None) -> Path:
     """Extract a ``.tar``/``.tar.gz``/``.tgz``/``.zip`` archive into ``target``; returns ``target``.
 
-    Every member is checked before anything is written: absolute paths, ``..`` components,
-    symbolic and hard links, devices and fifos are refused with ``DownloadError`` naming the
-    member. Files are copied out one by one (no reliance on ``tarfile``'s extraction filters)
+    Every member is checked before anything is written (:func:`sam3d.utils.archives.
+    extract_tree`): absolute paths, ``..`` components, symbolic and hard links, devices and
+    fifos are refused with ``DownloadError`` naming the member. Files are copied out one by one
     into a temporary sibling folder whose top-level entries are then moved into ``target``;
     ``target/.extracted-<archive name>`` is written last and makes a later call a no-op.
     ``members`` limits extraction to those member names (each must exist).
@@ -229,16 +228,15 @@ def safe_extract(archive: str | Path, target: str | Path, *,
         return target
     if not archive.is_file():
         raise DownloadError(f"{archive}: archive not found")
-    wanted = None if members is None else {m.rstrip("/") for m in members}
     staging = target.parent / f".{target.name}.extracting-{archive.name}"
     if staging.exists():
         shutil.rmtree(staging)  # left by an interrupted run
     staging.mkdir(parents=True)
     try:
-        if zipfile.is_zipfile(archive):
-            _extract_zip(archive, staging, wanted)
-        else:
-            _extract_tar(archive, staging, wanted)
+        try:
+            extract_tree(archive, staging, members)
+        except ArchiveError as exc:
+            raise DownloadError(str(exc)) from None
         target.mkdir(parents=True, exist_ok=True)
         for entry in sorted(staging.iterdir()):
             dest = target / entry.name
@@ -247,96 +245,7 @@ def safe_extract(archive: str | Path, target: str | Path, *,
             elif dest.exists() or dest.is_symlink():
                 dest.unlink()
             os.replace(entry, dest)
-        marker.write_text(f"{archive.name}\n", encoding="utf-8")
+        atomic_write_text(marker, f"{archive.name}\n")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
-
-
-def _member_path(archive: Path, name: str, root: Path) -> Path:
-    """Where member ``name`` goes under ``root``; refuses anything escaping ``root``."""
-    norm = name.replace("\\", "/")
-    pure = PurePosixPath(norm)
-    if (not norm or norm.startswith("/") or re.match(r"^[A-Za-z]:", norm)
-            or ".." in pure.parts):
-        raise DownloadError(f"{archive}: refusing member {name!r}: absolute path or '..'")
-    dest = (root / pure).resolve()
-    if dest != root.resolve() and not dest.is_relative_to(root.resolve()):
-        raise DownloadError(f"{archive}: refusing member {name!r}: it lands outside the target")
-    return dest
-
-
-def _select(archive: Path, names: list[str], wanted: set[str] | None) -> set[str] | None:
-    if wanted is None:
-        return None
-    missing = wanted - {n.rstrip("/") for n in names}
-    if missing:
-        raise DownloadError(f"{archive}: members not found: {', '.join(sorted(missing))}")
-    return wanted
-
-
-def _extract_tar(archive: Path, root: Path, wanted: set[str] | None):
-    try:
-        with tarfile.open(archive) as tf:
-            _extract_tar_members(archive, tf, root, wanted)
-    except (tarfile.TarError, EOFError) as exc:
-        raise DownloadError(f"{archive}: not a readable tar or zip archive ({exc})") from None
-
-
-def _extract_tar_members(archive: Path, tf: tarfile.TarFile, root: Path, wanted: set[str] | None):
-    infos = tf.getmembers()
-    wanted = _select(archive, [m.name for m in infos], wanted)
-    chosen = [m for m in infos if wanted is None or m.name.rstrip("/") in wanted]
-    plan = []
-    for m in chosen:  # check everything before writing anything
-        if m.issym() or m.islnk():
-            raise DownloadError(f"{archive}: refusing member {m.name!r}: links are not allowed "
-                                f"(-> {m.linkname!r})")
-        if not (m.isfile() or m.isdir()):
-            raise DownloadError(f"{archive}: refusing member {m.name!r}: device, fifo or other "
-                                "special file")
-        plan.append((m, _member_path(archive, m.name, root)))
-    for m, dest in plan:
-        if m.isdir():
-            dest.mkdir(parents=True, exist_ok=True)
-            continue
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            src = tf.extractfile(m)
-            with src, open(dest, "wb") as out:
-                shutil.copyfileobj(src, out, 1 << 20)
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise DownloadError(f"{archive}: cannot extract {m.name!r} (truncated or corrupt "
-                                f"archive? {exc})") from None
-
-
-def _extract_zip(archive: Path, root: Path, wanted: set[str] | None):
-    try:
-        zf = zipfile.ZipFile(archive)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise DownloadError(f"{archive}: corrupt zip archive ({exc})") from None
-    with zf:
-        infos = zf.infolist()
-        wanted = _select(archive, [i.filename for i in infos], wanted)
-        chosen = [i for i in infos if wanted is None or i.filename.rstrip("/") in wanted]
-        plan = []
-        for info in chosen:
-            mode = info.external_attr >> 16
-            if mode and stat.S_ISLNK(mode):
-                raise DownloadError(f"{archive}: refusing member {info.filename!r}: links are "
-                                    "not allowed")
-            if mode and stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-                raise DownloadError(f"{archive}: refusing member {info.filename!r}: device, "
-                                    "fifo or other special file")
-            plan.append((info, _member_path(archive, info.filename, root)))
-        for info, dest in plan:
-            if info.is_dir():
-                dest.mkdir(parents=True, exist_ok=True)
-                continue
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                with zf.open(info) as src, open(dest, "wb") as out:
-                    shutil.copyfileobj(src, out, 1 << 20)
-            except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                raise DownloadError(f"{archive}: cannot extract {info.filename!r} "
-                                    f"({exc})") from None

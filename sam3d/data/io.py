@@ -6,6 +6,11 @@ nibabel; NRRD, MetaImage and DICOM series (a folder) with SimpleITK, whose LPS g
 converted to RAS. Problems — a missing, truncated or corrupt file, a 2D or 4D array, NaN or Inf
 intensities, a label that is not integer-valued, an image and a label on different grids —
 raise :class:`VolumeError` naming the file and the problem, before any transform sees the data.
+
+The checks themselves are :func:`volume_problems` (one array) and :func:`grid_problems` (an
+image and its label), which return every problem found: :func:`load_volume` and
+:func:`check_pair` raise the first, ``sam3d.data.prepare`` reports them all, so a case that
+preparation accepts is one that training can load.
 """
 
 from __future__ import annotations
@@ -19,6 +24,10 @@ import numpy as np
 #: LPS (ITK, DICOM) ↔ RAS (NIfTI) flip of the first two world axes.
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+#: the volume file names read (NIfTI first: the longest match wins)
+SUFFIXES = (".nii.gz", ".nii", *_SITK_SUFFIXES)
+#: largest difference, in mm, between the affines of an image and its label on "one grid"
+AFFINE_TOL_MM = 1e-3
 
 
 class VolumeError(ValueError):
@@ -56,7 +65,7 @@ def is_supported(path: str | Path) -> bool:
     """True for a NIfTI/NRRD/MetaImage file name or a folder (a DICOM series)."""
     p = Path(path)
     name = p.name.lower()
-    return p.is_dir() or name.endswith((".nii", ".nii.gz", *_SITK_SUFFIXES))
+    return p.is_dir() or name.endswith(SUFFIXES)
 
 
 def load_volume(path: str | Path, kind: str = "image") -> Volume:
@@ -76,34 +85,93 @@ def load_volume(path: str | Path, kind: str = "image") -> Volume:
         array, affine = _read_sitk(p)
     else:
         array, affine = _read_nifti(p)
-    array = _as_3d(array, p)
+    problems = volume_problems(array, kind)
+    if problems:
+        raise VolumeError(p, problems[0])
+    array = squeeze_to_3d(array)
     if kind == "image":
         array = np.asarray(array, dtype=np.float32)
-        bad = np.count_nonzero(~np.isfinite(array))
-        if bad:
-            raise VolumeError(p, f"{bad} voxel(s) are NaN or Inf")
     else:
-        if not np.issubdtype(array.dtype, np.integer) and (
-                not np.all(np.isfinite(array)) or np.any(array != np.round(array))):
-            raise VolumeError(p, "label map has non-integer values (is this an image?)")
-        lo, hi = (int(array.min(initial=0)), int(array.max(initial=0)))
-        for dtype in (np.int16, np.int32):
-            if np.iinfo(dtype).min <= lo and hi <= np.iinfo(dtype).max:
-                array = array.astype(dtype)
-                break
-        else:
-            raise VolumeError(p, f"label values {lo}..{hi} do not fit a 32-bit integer")
+        array = array.astype(np.int16 if _fits(array, np.int16) else np.int32)
     return Volume(array=array, affine=affine, path=str(p))
 
 
-def check_pair(image: Volume, label: Volume, atol_mm: float = 1e-3) -> None:
-    """Raise :class:`VolumeError` unless ``label`` lies on ``image``'s grid."""
-    if image.shape != label.shape:
-        raise VolumeError(label.path, f"label shape {label.shape} differs from the image shape "
-                                      f"{image.shape} ({image.path})")
-    if not np.allclose(image.affine, label.affine, atol=atol_mm):
-        raise VolumeError(label.path, "label affine differs from the image affine "
-                                      f"({image.path}): spacing/origin/orientation do not match")
+def squeeze_to_3d(array: np.ndarray) -> np.ndarray:
+    """``array`` without its trailing axes of length 1 beyond the third (a NIfTI ``X×Y×Z×1``)."""
+    while array.ndim > 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    return array
+
+
+def _fits(array: np.ndarray, dtype: type[np.integer]) -> bool:
+    lo, hi = int(array.min(initial=0)), int(array.max(initial=0))
+    return bool(np.iinfo(dtype).min <= lo and hi <= np.iinfo(dtype).max)
+
+
+def volume_problems(array: np.ndarray, kind: str = "image") -> list[str]:
+    """Every reason ``array`` (voxels as read, scaling applied) is not a usable 3D ``kind``
+    volume; ``[]`` when there is none.
+
+    A volume has three axes (further axes only of length 1, dropped by
+    :func:`squeeze_to_3d`), each at least 2 voxels long. An ``"image"`` is finite once cast
+    to float32; a ``"label"`` holds integer values that fit a 32-bit integer.
+    """
+    if kind not in ("image", "label"):
+        raise ValueError(f"kind must be 'image' or 'label', got {kind!r}")
+    problems = []
+    vol = squeeze_to_3d(array)
+    if vol.ndim != 3:
+        problems.append(f"expected a 3D volume: the array of shape {tuple(array.shape)} is "
+                        f"{array.ndim}D (axes beyond the third are allowed only with length 1)")
+    elif min(vol.shape) < 2:
+        problems.append(f"volume of shape {tuple(vol.shape)} has an axis shorter than 2 voxels "
+                        "(a single slice is not a 3D volume)")
+    if np.issubdtype(vol.dtype, np.integer):
+        if kind == "label" and not _fits(vol, np.int32):
+            problems.append(f"label values {int(vol.min())}..{int(vol.max())} do not fit a "
+                            "32-bit integer")
+        return problems
+    if kind == "image":
+        with np.errstate(over="ignore", invalid="ignore"):  # beyond float32 counts as Inf
+            as32 = np.asarray(vol, dtype=np.float32)
+        bad = int(np.count_nonzero(~np.isfinite(as32)))
+        if bad:
+            nan = int(np.count_nonzero(np.isnan(as32)))
+            problems.append(f"{bad} voxel(s) are NaN or Inf ({nan} NaN, {bad - nan} Inf)")
+        return problems
+    off = ~np.isfinite(vol) | (vol != np.round(vol))
+    if off.any():
+        problems.append(f"label map is not integer-valued: it has non-integer values such as "
+                        f"{vol[off].flat[0]!r} (is this an image?)")
+    elif not _fits(vol, np.int32):
+        problems.append(f"label values {int(vol.min())}..{int(vol.max())} do not fit a 32-bit "
+                        "integer")
+    return problems
+
+
+def grid_problems(image_shape: tuple[int, ...], image_affine: np.ndarray,
+                  label_shape: tuple[int, ...], label_affine: np.ndarray, image_path: str,
+                  atol_mm: float = AFFINE_TOL_MM) -> list[str]:
+    """Every reason a label (shape, affine) does not lie on its image's grid; ``[]`` when it
+    does. Affines match when no entry differs by more than ``atol_mm``."""
+    if tuple(image_shape) != tuple(label_shape):
+        return [f"label shape {tuple(label_shape)} differs from the image shape "
+                f"{tuple(image_shape)} ({image_path})"]
+    diff = float(np.abs(np.asarray(image_affine) - np.asarray(label_affine)).max())
+    if not diff <= atol_mm:  # also catches NaN
+        return [f"label affine differs from the image affine ({image_path}) by up to "
+                f"{diff:.4g} mm (tolerance {atol_mm} mm): spacing/origin/orientation do not "
+                "match"]
+    return []
+
+
+def check_pair(image: Volume, label: Volume, atol_mm: float = AFFINE_TOL_MM) -> None:
+    """Raise :class:`VolumeError` unless ``label`` lies on ``image``'s grid
+    (:func:`grid_problems`)."""
+    problems = grid_problems(image.shape, image.affine, label.shape, label.affine, image.path,
+                             atol_mm)
+    if problems:
+        raise VolumeError(label.path, problems[0])
 
 
 def load_case(image_path: str | Path, label_path: str | Path, target: int | None = None,
@@ -153,24 +221,13 @@ def _read_sitk(p: Path) -> tuple[np.ndarray, np.ndarray]:
     array = sitk.GetArrayFromImage(img)  # (k, j, i) → (i, j, k)
     array = np.ascontiguousarray(array.transpose(tuple(range(array.ndim))[::-1]))
     dim = img.GetDimension()
-    if dim not in (3, 4):
-        return array, np.eye(4)  # rejected by _as_3d with the shape in the message
-    # A 4D image is only accepted (by _as_3d) with a trailing axis of length 1: its geometry
-    # is the leading 3×3 block, which must be kept rather than replaced by the identity.
+    if dim < 3:
+        return array, np.eye(4)  # rejected by volume_problems with the shape in the message
+    # An image of 4 or more axes is only accepted (by volume_problems) with trailing axes of
+    # length 1: its geometry is the leading 3×3 block, kept rather than replaced by identity.
     direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(dim, dim)[:3, :3]
     lps = np.eye(4)
     lps[:3, :3] = direction * np.asarray(img.GetSpacing()[:3], dtype=np.float64)
     lps[:3, 3] = img.GetOrigin()[:3]
     return array, _LPS_TO_RAS @ lps
 
-
-def _as_3d(array: np.ndarray, p: Path) -> np.ndarray:
-    if array.ndim == 4 and array.shape[3] == 1:
-        array = array[..., 0]
-    if array.ndim != 3:
-        raise VolumeError(p, f"expected a 3D volume, got a {array.ndim}D array of shape "
-                             f"{tuple(array.shape)}")
-    if min(array.shape) < 2:
-        raise VolumeError(p, f"volume of shape {tuple(array.shape)} has an axis shorter than 2 "
-                             "voxels (a single slice is not a 3D volume)")
-    return array

@@ -26,11 +26,12 @@ warning, wherever lesion clicks are needed).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ..utils.files import atomic_write_json
 
 FORMAT = "sam3d-dataset/1"
 INDEX = "dataset.json"
@@ -102,11 +103,7 @@ def write_index(root: str | Path, name: str, labels: dict[int, str], target: int
            "labels": {str(k): v for k, v in sorted(labels.items())}, "target": int(target),
            "cases": {k: cases[k] for k in sorted(cases)}}
     root.mkdir(parents=True, exist_ok=True)
-    path = root / INDEX
-    tmp = path.with_name(f".{INDEX}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_json(root / INDEX, doc)
 
 
 def check_case_ids(ids) -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from ..utils.files import atomic_write
 from . import layout
 
 GENERATOR_VERSION = 1
@@ -381,9 +382,7 @@ def _save_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
     img.header.set_xyzt_units("mm")
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
-    tmp = path.with_name(f".tmp.{path.name}")
-    nib.save(img, tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: nib.save(img, tmp))
 
 
 def write_phantom_dataset(root: str | Path, n_cases: int, seed: int = 0,

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from monai.data import Dataset, PersistentDataset
 
+from ..utils.files import atomic_write_text
 from .layout import DatasetIndex, read_index
 from .specs import DatasetSpec, get_spec
 from .splits import resolve_split
@@ -71,8 +72,7 @@ def spec_with_statistics(spec: DatasetSpec, index: DatasetIndex, train_ids: list
         return spec.with_statistics(s["window"], s["mean"], s["std"])
     stats = compute_statistics(index, index.lesion_cases(train_ids) or train_ids)
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps(stats.as_dict()), encoding="utf-8")
+        atomic_write_text(cache, json.dumps(stats.as_dict()))
     return spec.with_statistics(stats.window, stats.mean, stats.std)
 
 

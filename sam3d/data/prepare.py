@@ -7,8 +7,11 @@ of image / label folders. NIfTI data and affines are kept: ``.nii.gz`` files are
 for byte, ``.nii`` files gzip-compressed as they are, other formats (NRRD, MetaImage) converted
 with SimpleITK, keeping the stored dtype.
 
-Every case is checked (readable, 3D, image and label on the same grid, finite image, integer
-label) and written to a temporary folder that is renamed into place, so a case folder is either
+Every case is checked with :mod:`sam3d.data.io`'s own checks
+(:func:`~sam3d.data.io.volume_problems`, :func:`~sam3d.data.io.grid_problems`: readable; 3D,
+further axes only of length 1, no axis shorter than 2; finite image; integer label fitting 32
+bits; image and label on the same grid), so a prepared case is one that training can load.
+It is written to a temporary folder that is renamed into place, so a case folder is either
 complete or absent. Problems are collected over the whole run; the good cases are still written
 and listed in ``dataset.json``, then one :class:`PrepareError` reports all problems. A case
 whose label holds no target voxel is kept (``target_voxels: 0``) with a warning.
@@ -28,12 +31,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from ..utils.files import replace_dir
 from . import layout
+from .io import SUFFIXES, grid_problems, squeeze_to_3d, volume_problems
 from .sources import DatasetSource, RawCase, find_raw_cases, get_source
 
-SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 SIDECAR = "source.json"  # per case: source files, their sizes and the case record
-AFFINE_TOL = 1e-3  # mm
 
 
 class PrepareError(ValueError):
@@ -99,25 +102,26 @@ def _stage(src: Path, dst: Path) -> None:
             raise PrepareError(f"{src}: cannot read ({first})") from None
 
 
-def _load(src: Path, staged: Path) -> tuple[nib.Nifti1Image, np.ndarray]:
-    """Load a staged file fully (so truncation shows) and bring it to 3D."""
+def _load(src: Path, staged: Path, role: str,
+          ) -> tuple[nib.Nifti1Image, np.ndarray, list[str]]:
+    """Load a staged file fully (so truncation shows), check it as ``role`` ("image" or
+    "label") with :func:`sam3d.data.io.volume_problems` and bring it to 3D; returns the image,
+    its unscaled data and the problems found."""
     try:
         img = nib.load(staged)
         data = np.asanyarray(img.dataobj.get_unscaled())
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad files
         raise PrepareError(f"{src}: cannot read (truncated or corrupt file?): "
                            f"{exc.__class__.__name__}: {exc}") from None
-    shape = data.shape
-    if len(shape) < 3 or any(s != 1 for s in shape[3:]):
-        raise PrepareError(f"{src}: array of shape {tuple(shape)} is {len(shape)}D; expected a "
-                           "3D volume (a 4th axis is allowed only with size 1)")
-    if len(shape) > 3:  # drop trailing size-1 axes, keeping dtype, scaling and affine
+    problems = [f"{src}: {p}" for p in volume_problems(_scaled(img, data), role)]
+    if data.ndim > 3 and squeeze_to_3d(data).ndim == 3:
+        # drop trailing size-1 axes, keeping dtype, scaling and affine
+        data = squeeze_to_3d(data)
         slope, inter = img.dataobj.slope, img.dataobj.inter
-        img = nib.Nifti1Image(data.reshape(shape[:3]), img.affine, header=img.header.copy())
+        img = nib.Nifti1Image(data, img.affine, header=img.header.copy())
         img.header.set_slope_inter(slope, inter)
         nib.save(img, staged)
-        data = data.reshape(shape[:3])
-    return img, data
+    return img, data, problems
 
 
 def _scaled(img: nib.Nifti1Image, raw: np.ndarray) -> np.ndarray:
@@ -132,32 +136,21 @@ def _convert(case: RawCase, folder: Path, target: int) -> tuple[dict, list[str]]
         dst = folder / f"{role}.nii.gz"
         try:
             _stage(src, dst)
-            staged[role] = (src, *_load(src, dst))
+            img, data, found = _load(src, dst, role)
+            staged[role] = (src, img, data)
+            problems += found
         except PrepareError as exc:
             problems.extend(exc.problems)
         except OSError as exc:
             problems.append(f"{src}: cannot read ({exc})")
+    if len(staged) == 2 and all(data.ndim == 3 for _, _, data in staged.values()):
+        (isrc, img, idata), (lsrc, lab, ldata) = staged["image"], staged["label"]
+        problems += [f"{lsrc}: {p}" for p in grid_problems(idata.shape, img.affine,
+                                                           ldata.shape, lab.affine, str(isrc))]
     if problems:
         raise PrepareError(problems)
     (isrc, img, idata), (lsrc, lab, ldata) = staged["image"], staged["label"]
-    if idata.dtype.kind in "fc" and not np.isfinite(idata).all():  # integers cannot be NaN
-        problems.append(f"{isrc}: image has {int(np.isnan(idata).sum())} NaN and "
-                        f"{int(np.isinf(idata).sum())} Inf values")
     label = _scaled(lab, ldata)
-    if label.dtype.kind == "f":
-        off = ~np.isfinite(label) | (label != np.round(label))
-        if off.any():
-            problems.append(f"{lsrc}: label is not integer-valued "
-                            f"(e.g. {label[off].flat[0]!r}); a label map must hold integers")
-    if idata.shape != ldata.shape:
-        problems.append(f"{lsrc}: label shape {ldata.shape} differs from image shape "
-                        f"{idata.shape} ({isrc})")
-    elif not np.allclose(img.affine, lab.affine, rtol=0, atol=AFFINE_TOL):
-        diff = float(np.abs(img.affine - lab.affine).max())
-        problems.append(f"{lsrc}: label affine differs from the image's ({isrc}) by up to "
-                        f"{diff:.4g} mm (tolerance {AFFINE_TOL} mm)")
-    if problems:
-        raise PrepareError(problems)
     spacing = img.header.get_zooms()[:3]
     record = layout.case_record(case.case_id, idata.shape, spacing, label, target,
                                 note=case.note or None)
@@ -195,18 +188,14 @@ def _prepare_case(case: RawCase, out_dir: Path, name: str, target: int, overwrit
     if not overwrite and old and old.get("signature", {}) == signature:
         report.kept.append(case.case_id)
         return
-    tmp, trash = out_dir / f".{case.case_id}.partial", out_dir / f".{case.case_id}.old"
-    for stale in (tmp, trash):
-        shutil.rmtree(stale, ignore_errors=True)
+    tmp = out_dir / f".{case.case_id}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted run
     tmp.mkdir(parents=True)
     try:
         record, notes = _convert(case, tmp, target)
         doc = {"dataset": name, "case": case.case_id, "signature": signature, "record": record}
         (tmp / SIDECAR).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-        if final.exists():
-            final.rename(trash)
-        tmp.rename(final)
-        shutil.rmtree(trash, ignore_errors=True)
+        replace_dir(tmp, final)
     except PrepareError as exc:
         report.problems.extend(exc.problems)
         return

@@ -15,15 +15,15 @@ import shutil
 import struct
 import subprocess
 import sys
-import tarfile
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..hashing import sha256_file
+from ..utils.archives import ArchiveError, extract_files
+from ..utils.files import atomic_write
 from .layout import INDEX, LayoutError, case_record, read_index, write_index
 
 
@@ -132,35 +132,13 @@ def verify(path: Path, sha256: str) -> None:
 def extract_members(archive: Path, members: dict[str, str], dest: Path) -> dict[str, Path]:
     """Copy the named regular-file members of a zip or tar archive to ``dest/<output name>``.
 
-    Output names are ours (no path separators), so nothing can land outside ``dest``.
+    Output names are ours (no path separators), so nothing can land outside ``dest``; links,
+    devices and paths with ``..`` are refused (:func:`sam3d.utils.archives.extract_files`).
     """
-    dest.mkdir(parents=True, exist_ok=True)
-    out = {}
-    for name in members:
-        if Path(name).name != name or name in ("", ".", ".."):
-            raise SampleDataError(f"invalid output name {name!r}")
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as zf:
-            for name, member in members.items():
-                try:
-                    with zf.open(member) as src, open(dest / name, "wb") as dst:
-                        shutil.copyfileobj(src, dst)
-                except KeyError:
-                    raise SampleDataError(f"{archive.name} has no member {member}") from None
-                out[name] = dest / name
-        return out
-    with tarfile.open(archive) as tf:
-        for name, member in members.items():
-            try:
-                info = tf.getmember(member)
-            except KeyError:
-                raise SampleDataError(f"{archive.name} has no member {member}") from None
-            if not info.isfile():
-                raise SampleDataError(f"{archive.name}: {member} is not a regular file")
-            with tf.extractfile(info) as src, open(dest / name, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            out[name] = dest / name
-    return out
+    try:
+        return extract_files(archive, members, dest)
+    except ArchiveError as exc:
+        raise SampleDataError(str(exc)) from None
 
 
 def read_mrc(path: Path) -> np.ndarray:
@@ -191,14 +169,17 @@ def convert_case(case: Case, files: dict[str, Path], out: Path) -> dict:
         # spine runs along it), so kept as is it already has the slice axis last, as NIfTI
         # wants. In-plane orientation is not recorded: identity affine, nominal 1 mm.
         for src, dst, dtype in ((case.image, "image", np.float32), (case.label, "label", np.uint8)):
-            vol = read_mrc(files[src]).astype(dtype)
-            nib.save(nib.Nifti1Image(vol, np.eye(4)), folder / f"{dst}.nii.gz")
+            img = nib.Nifti1Image(read_mrc(files[src]).astype(dtype), np.eye(4))
+            atomic_write(folder / f"{dst}.nii.gz", lambda tmp, img=img: nib.save(img, tmp))
     elif case.kind == "nrrd":
         for src, dst in ((case.image, "image"), (case.label, "label")):
-            sitk.WriteImage(sitk.ReadImage(str(files[src])), str(folder / f"{dst}.nii.gz"))
+            itk = sitk.ReadImage(str(files[src]))
+            atomic_write(folder / f"{dst}.nii.gz",
+                         lambda tmp, itk=itk: sitk.WriteImage(itk, str(tmp)))
     else:
-        shutil.copyfile(files[case.image], folder / "image.nii.gz")
-        shutil.copyfile(files[case.label], folder / "label.nii.gz")
+        for src, dst in ((case.image, "image"), (case.label, "label")):
+            atomic_write(folder / f"{dst}.nii.gz",
+                         lambda tmp, src=src: shutil.copyfile(files[src], tmp))
     image = nib.load(folder / "image.nii.gz")
     label = nib.load(folder / "label.nii.gz")
     if image.shape != label.shape:

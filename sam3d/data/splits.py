@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +18,8 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+
+from ..utils.files import atomic_write_json
 
 FORMAT = "sam3d-split/1"
 PARTS = ("train", "val", "test")
@@ -77,10 +78,7 @@ def save_split(path: str | Path, split: dict[str, list[str]], seed: int | None =
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"format": FORMAT, "seed": seed, "source": source,
            **{part: sorted(split[part]) for part in PARTS}}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_json(path, doc)
 
 
 def load_split(path: str | Path) -> dict[str, list[str]]:

@@ -14,6 +14,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from ..utils.files import atomic_write_text
 from .config import TrainConfig, load_config
 
 DONE = "done.json"
@@ -21,7 +22,8 @@ DONE = "done.json"
 _PRESENTATION = ("out_dir", "progress", "tensorboard", "name")
 # settings added after runs were cached: left out of the key while at their default, so the
 # folders of earlier runs keep their keys
-_LATER = {"model": "sam3d", "crop": None, "rehearsal": False, "preprocessing": "sam3d"}
+_LATER = {"model": "sam3d", "crop": None, "rehearsal": False, "preprocessing": "sam3d",
+          "interaction_rounds": 0}
 
 
 def config_key(cfg: TrainConfig) -> str:
@@ -61,8 +63,8 @@ def trained_checkpoint(config: str | Path | TrainConfig, overrides=None,
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (out / DONE).is_file():
             history = Trainer(cfg, resume=(out / "last.pt").is_file()).run()
-            (out / DONE).write_text(json.dumps({"config": cfg.as_dict(),
-                                                "epochs": len(history)},
-                                               indent=1, default=list) + "\n", encoding="utf-8")
+            atomic_write_text(out / DONE, json.dumps({"config": cfg.as_dict(),
+                                                      "epochs": len(history)},
+                                                     indent=1, default=list) + "\n")
     best = out / "best.pt"
     return best if best.is_file() else out / "last.pt"

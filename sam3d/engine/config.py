@@ -45,8 +45,10 @@ class TrainConfig:
     Recipe: ``epochs``, ``batch_size``, ``lr`` (every group), ``lr_end_factor`` (linear decay
     over the run, stepped per epoch), ``weight_decay``, ``grad_clip`` (max-norm per group),
     ``lambda_dice``/``lambda_ce``, training clicks ``train_lesion_clicks`` +
-    ``train_random_clicks``, ``val_clicks``, ``iterations_per_epoch`` (None: one crop per
-    training volume, as the official code), ``val_every``.
+    ``train_random_clicks``, ``val_clicks``, ``interaction_rounds`` (simulated interaction,
+    not in the paper: up to that many corrective clicks per step from the model's own errors,
+    :mod:`sam3d.engine.interaction`; 0 = the paper's recipe), ``iterations_per_epoch``
+    (None: one crop per training volume, as the official code), ``val_every``.
     Runtime: ``seed``, ``workers``, ``device`` ("auto", "cpu", "cuda"), ``bf16``,
     ``grad_checkpointing``, ``out_dir``, ``max_minutes`` (stop after the epoch that passes it),
     ``progress`` (tqdm bars), ``tensorboard``.
@@ -84,6 +86,7 @@ class TrainConfig:
     train_lesion_clicks: int = 10
     train_random_clicks: int = 20
     val_clicks: int = 10
+    interaction_rounds: int = 0
     iterations_per_epoch: int | None = None
     val_every: int = 1
     seed: int = 0
@@ -126,10 +129,13 @@ class TrainConfig:
             need(isinstance(getattr(self, key), int) and getattr(self, key) >= 1,
                  f"{key} must be an integer ≥ 1, got {getattr(self, key)!r}")
         for key in ("train_lesion_clicks", "train_random_clicks", "phantoms", "workers", "seed",
-                    "fold"):
+                    "fold", "interaction_rounds"):
             need(isinstance(getattr(self, key), int) and getattr(self, key) >= 0,
                  f"{key} must be an integer ≥ 0, got {getattr(self, key)!r}")
         need(self.train_lesion_clicks + self.train_random_clicks >= 1, "no training clicks")
+        need(not self.interaction_rounds or (self.model == "sam3d"
+                                             and bool(CONFIGS[self.variant].prompt_levels)),
+             "interaction_rounds needs a click-prompted sam3d variant (corrective clicks)")
         need(self.iterations_per_epoch is None or self.iterations_per_epoch >= 1,
              "iterations_per_epoch must be ≥ 1 or null")
         need(self.lr > 0 and 0 < self.lr_end_factor <= 1, "lr must be > 0, lr_end_factor in (0, 1]")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import gc
+import io
 import math
 import time
 from pathlib import Path
@@ -32,8 +33,10 @@ from ..data.phantoms import PhantomSpec, write_phantom_dataset
 from ..data.pipeline import build_dataset, spec_with_statistics
 from ..data.specs import get_spec
 from ..data.splits import SplitRef
+from ..utils.files import atomic_write, atomic_write_text
 from .config import TrainConfig
 from .distributed import DistContext, setup_distributed
+from .interaction import click_labels, simulate_interaction
 from .optim import build_optimizer, clip_per_group
 from .state import load_training_state, save_training_state
 
@@ -220,7 +223,13 @@ class Trainer:
             label = batch["label"].to(self.device).as_tensor()
             points = batch_clicks(label, rng, cfg.train_lesion_clicks,
                                   cfg.train_random_clicks).to(self.device)
-            logits = net(image, points)
+            labels = click_labels(label, points) if getattr(model, "negative_clicks", False) \
+                else None
+            if cfg.interaction_rounds:  # simulated interaction (engine/interaction.py)
+                rounds = int(rng.integers(0, cfg.interaction_rounds + 1))
+                points, labels = simulate_interaction(model, image, label, points, labels,
+                                                      rounds, rng)
+            logits = net(image, points) if labels is None else net(image, points, labels)
             loss = loss_fn(logits, label)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -267,13 +276,12 @@ class Trainer:
 
 def write_metrics(path: Path, history: list[dict]) -> None:
     """The whole metric history as CSV, rewritten atomically each epoch."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=METRICS)
-        w.writeheader()
-        for row in history:
-            w.writerow({k: row[k] for k in METRICS})
-    tmp.replace(path)
+    text = io.StringIO()
+    w = csv.DictWriter(text, fieldnames=METRICS)
+    w.writeheader()
+    for row in history:
+        w.writerow({k: row[k] for k in METRICS})
+    atomic_write_text(path, text.getvalue())
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -298,6 +306,6 @@ def plot_history(history: list[dict], path: Path) -> Path:
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.legend()
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
     return path

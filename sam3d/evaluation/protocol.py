@@ -6,15 +6,25 @@ one 128³ box centred on them, the official protocol; ``"sliding"``: the whole v
 back to the label's own grid and thresholded at 0.5; Dice, and NSD at ``tolerance_mm`` on the
 original voxel spacing.
 
-Refinement (as in the CVPR 2025 interactive 3D segmentation challenge): starting from the
-``k = 1`` prediction (whole-volume mode, so a click anywhere counts), up to ``refine`` further
-clicks, each at the deepest voxel of the largest error region (:func:`sam3d.data.clicks.
-error_click`). The model, like the official one, takes only positive points: a positive click
-joins the prompt; a negative click (on a false positive) is counted but cannot change the
-prediction, because the model — like the official one — has no negative prompt (rows say
-which kind each click was). The curves therefore measure what positive clicks buy. Dice and
-NSD are reported after every click, and the area under each curve (trapezoids over the click
-index, divided by the number of clicks, so a flat curve at x has area x).
+Refinement (the protocol of the CVPR 2025 "Foundation Models for Interactive 3D Biomedical
+Image Segmentation" challenge, with the paper's first prompt): starting from the ``k = 1``
+prediction (whole-volume mode, so a click anywhere counts), up to ``refine`` (the challenge:
+5) corrective clicks, each at the deepest voxel of the largest error component
+(:func:`sam3d.data.clicks.error_click`): positive on missed lesion, negative on false lesion.
+A model with the negative-click extension (``predictor.negative_clicks``) takes both; the
+paper's model, like the official one, takes positive points only, so a negative click is
+counted but cannot change its prediction (rows say which kind each click was and whether it
+was used). Dice, NSD and the wall time of each interaction (the model call, not the click
+placement) are reported after every click; per case the areas under the Dice and NSD curves
+two ways: ``auc`` (trapezoids over all clicks divided by their number − 1, so a flat curve at x
+has area x) and the challenge's ``DSC_AUC`` / ``NSD_AUC`` (trapezoids at unit spacing over
+the corrective clicks' scores only, not normalised: at most ``refine − 1``), with the final
+DSC and NSD. The clicks go to clicks.json under ``refine-`` + the first click's protocol name
+(e.g. ``refine-test-k1``) and are replayed in order from there; the masks after each click are
+kept as ``refine<i>`` (written with ``save_masks``). Two differences from the challenge's
+script: it takes the largest component of all error voxels together (ours: the larger of the
+largest missed and the largest false component, which gives the same click unless the two
+touch), and it sets NSD to 0 when DSC ≤ 0.2 (ours reports NSD as measured).
 
 Prompt position (the paper's ablation): ``position="random"`` is the official protocol above;
 ``"centre"``, ``"adjacent"`` or ``"margin"`` draw the ``k`` clicks instead from that band of the
@@ -39,6 +49,7 @@ import numpy as np
 from ..data.click_store import ClickSet
 from ..data.clicks import (
     POSITIONS,
+    Click,
     PositionFallbackWarning,
     case_rng,
     error_click,
@@ -168,34 +179,81 @@ def evaluate_case(predictor: Predictor, entry: CaseEntry, settings: EvalSettings
         first = stored.array()[:1] if stored is not None else \
             draw_clicks(lesion, 1, entry.case_id, settings, grid)[0]
         # the same windows click after click: the predictor decodes their stored embeddings
-        result.refinement = _refine(predictor, data, lesion, first, entry, settings, score)
+        name = refine_protocol(settings.position)
+        replayed = (replay or {}).get((entry.case_id, name))
+        if replayed is not None and tuple(replayed.shape) != lesion.shape:
+            raise ValueError(f"{entry.case_id}: stored clicks are for grid {replayed.shape}, "
+                             f"the model grid is {lesion.shape}")
+        if replayed is not None:
+            first = replayed.array()[:1]
+        # the same windows click after click: the predictor decodes their stored embeddings
+        result.refinement, placed, masks = _refine(predictor, data, lesion, first, entry,
+                                                   settings, score, replayed)
+        result.masks.update(masks)
+        result.clicks.append(ClickSet.from_clicks(entry.case_id, placed, name, settings.seed,
+                                                  lesion.shape))
     return result
 
 
-def _refine(predictor, data, lesion, first, entry, settings, score) -> list[dict]:
-    """The refinement curve from the ``1×3`` model-grid click ``first`` (the k = 1 click)."""
-    positives = [tuple(int(v) for v in first[0])]
-    rows, scored = [], 0
+def refine_protocol(position: str = "random") -> str:
+    """The clicks.json protocol name of a refinement sequence: ``refine-test-k1[-position]``."""
+    return "refine-" + protocol_name(1, position)
+
+
+def _refine(predictor, data, lesion, first, entry, settings, score, replayed=None):
+    """The refinement curve from the ``1×3`` model-grid click ``first`` (the k = 1 click):
+    ``(rows, placed clicks, {"refine<i>": mask})``; ``replayed``: a stored sequence to follow
+    instead of placing clicks."""
+    use_negative = predictor.negative_clicks
+    placed = [Click(tuple(int(v) for v in first[0]), True)]
+    stored = [] if replayed is None else [Click(tuple(p), bool(f)) for p, f in
+                                          zip(replayed.points[1:], replayed.positive[1:],
+                                              strict=True)]
+    prompt = list(placed)
+    rows: list[dict] = []
+    masks: dict[str, np.ndarray] = {}
+    changed = True
     for step in range(settings.refine + 1):
-        if scored != len(positives):  # a negative click leaves the prompt, so the result, as is
-            prob = predictor.probabilities(data["image"], np.array(positives), "sliding")
+        seconds = 0.0
+        if changed:  # an unusable click leaves the prompt, so the result, as it is
+            t0 = time.perf_counter()
+            prob = predictor.probabilities(data["image"], np.array([c.point for c in prompt]),
+                                           "sliding", [int(c.positive) for c in prompt])
+            mask = predictor.to_input_grid(data, prob)
+            seconds = time.perf_counter() - t0
             pred = prob.numpy() >= 0.5
-            d, s = score(predictor.to_input_grid(data, prob))
-            scored = len(positives)
+            d, s = score(mask)
+        masks[f"refine{step + 1}"] = mask
         rows.append({"case": entry.case_id, "position": settings.position, "click": step + 1,
-                     "dice": d, "nsd": s,
-                     "clicks": _fmt(np.array(positives)), "next": ""})
+                     "dice": d, "nsd": s, "seconds": seconds,
+                     "clicks": _fmt(np.array([c.point for c in prompt])),
+                     "labels": "".join("+" if c.positive else "-" for c in prompt), "next": ""})
         if step == settings.refine:
             break
-        click = error_click(pred, lesion)
-        if click is None:  # perfect on the model grid: the curve stays flat
-            rows.extend({**rows[-1], "click": step + 2 + i}
+        if replayed is not None:
+            click = stored[step] if step < len(stored) else None
+        else:
+            click = error_click(pred, lesion)
+        if click is None:  # perfect on the model grid (or the stored sequence ends): flat
+            rows.extend({**rows[-1], "click": step + 2 + i, "seconds": 0.0}
                         for i in range(settings.refine - step))
             break
-        rows[-1]["next"] = "positive" if click.positive else "negative (not usable)"
-        if click.positive:
-            positives.append(click.point)
-    return rows
+        placed.append(click)
+        changed = click.positive or use_negative
+        rows[-1]["next"] = ("positive" if click.positive else
+                            "negative" if use_negative else "negative (not usable)")
+        if changed:
+            prompt.append(click)
+    return rows, placed, masks
+
+
+def challenge_auc(values: list[float]) -> float:
+    """The CVPR 2025 challenge's area: trapezoids at unit spacing over the corrective clicks'
+    scores (``values[1:]``, the first prompt left out), not normalised."""
+    v = np.asarray(values, dtype=float)[1:]
+    if v.size < 2:
+        raise ValueError("the challenge's area needs at least two corrective clicks")
+    return float(np.sum((v[1:] + v[:-1]) / 2))
 
 
 def area_under_curve(values: list[float]) -> float:

@@ -13,7 +13,7 @@ geometry. Every file is written atomically; an existing result folder is refused
 from __future__ import annotations
 
 import csv
-import os
+import io
 import time
 from pathlib import Path
 
@@ -26,7 +26,8 @@ from ..data.specs import DatasetSpec
 from ..data.splits import SplitRef
 from ..inference.geometry import save_mask
 from ..inference.predictor import Predictor
-from .protocol import EvalSettings, area_under_curve, evaluate_case
+from ..utils.files import atomic_write, atomic_write_text
+from .protocol import EvalSettings, area_under_curve, challenge_auc, evaluate_case
 
 ROW_FIELDS = ("case", "k", "mode", "position", "position_fallback", "clicks", "clicks_used",
               "dice", "nsd", "seconds")
@@ -154,8 +155,10 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 
 def summarise_refinement(rows: list[dict]) -> list[dict]:
-    """Mean Dice/NSD after each click, and the mean per-case areas under the curves, per
-    position of the first click."""
+    """Per position of the first click: mean Dice/NSD and interaction seconds after each click
+    (``click`` 1, 2, …), then the mean per-case ``"final"`` scores, areas ``"auc"``
+    (normalised, :func:`area_under_curve`) and, with at least two corrective clicks, the
+    challenge's ``"challenge_auc"`` (DSC_AUC / NSD_AUC, :func:`challenge_auc`)."""
     out = []
     for position in _positions(rows):
         sel = [r for r in rows if r.get("position", "random") == position]
@@ -164,11 +167,18 @@ def summarise_refinement(rows: list[dict]) -> list[dict]:
             at = [r for r in sel if r["click"] == c]
             out.append({"position": position, "click": c,
                         "dice_mean": float(np.mean([r["dice"] for r in at])),
-                        "nsd_mean": float(np.mean([r["nsd"] for r in at]))})
-        auc_d = [area_under_curve([r["dice"] for r in sel if r["case"] == c]) for c in cases]
-        auc_s = [area_under_curve([r["nsd"] for r in sel if r["case"] == c]) for c in cases]
-        out.append({"position": position, "click": "auc", "dice_mean": float(np.mean(auc_d)),
-                    "nsd_mean": float(np.mean(auc_s))})
+                        "nsd_mean": float(np.mean([r["nsd"] for r in at])),
+                        "seconds_mean": float(np.mean([r.get("seconds", np.nan) for r in at]))})
+        curves = {c: ([r["dice"] for r in sel if r["case"] == c],
+                      [r["nsd"] for r in sel if r["case"] == c]) for c in cases}
+        areas = [("final", lambda v: v[-1]), ("auc", area_under_curve)]
+        if min(len(d) for d, _ in curves.values()) >= 3:
+            areas.append(("challenge_auc", challenge_auc))
+        for name, area in areas:
+            out.append({"position": position, "click": name,
+                        "dice_mean": float(np.mean([area(d) for d, _ in curves.values()])),
+                        "nsd_mean": float(np.mean([area(n) for _, n in curves.values()])),
+                        "seconds_mean": float("nan")})
     return out
 
 
@@ -177,13 +187,11 @@ def _positions(rows: list[dict]) -> list[str]:
 
 
 def write_csv(path: Path, rows: list[dict], fields) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(fields))
-        w.writeheader()
-        w.writerows({k: r.get(k) for k in fields} for r in rows)
-    tmp.replace(path)
-    return path
+    text = io.StringIO()
+    w = csv.DictWriter(text, fieldnames=list(fields))
+    w.writeheader()
+    w.writerows({k: r.get(k) for k in fields} for r in rows)
+    return atomic_write_text(path, text.getvalue())
 
 
 #: how the official protocol's clicks are stored in clicks.json
@@ -267,6 +275,4 @@ def _save_official_mask(mask: np.ndarray, label_file: Path, dataset: str, path: 
     order = np.argsort(get_dataset(dataset).spatial_index)
     ref = nib.load(str(label_file))
     img = nib.Nifti1Image(np.transpose(mask, order).astype(np.uint8), ref.affine)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.nii.gz")
-    nib.save(img, tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: nib.save(img, tmp))

@@ -19,7 +19,6 @@ content-keyed runs of :mod:`sam3d.engine.cached`), so a finished chapter reruns 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import time
 from pathlib import Path
 
 from ..provenance import project_path
+from ..utils.files import atomic_write_json
 from .report import MODES
 
 PROG = "sam3d.experiments.chapters"
@@ -107,9 +107,9 @@ def execute_chapters(out_dir: str | Path, params: dict, notebooks=None, *,
     for path in bar:
         bar.set_postfix_str(path.stem)
         done.append(execute_chapter(path, out_dir, params, progress=progress))
-        (Path(out_dir) / "timings.json").write_text(json.dumps(
-            [{"chapter": d["chapter"], "seconds": round(d["seconds"], 1)} for d in done],
-            indent=1) + "\n", encoding="utf-8")
+        atomic_write_json(Path(out_dir) / "timings.json",
+                          [{"chapter": d["chapter"], "seconds": round(d["seconds"], 1)}
+                           for d in done])
     return done
 
 

@@ -51,7 +51,9 @@ def run_clicks(checkpoint: str | Path, out_dir: str | Path, *, ks=KS, refine: in
     "official" it runs separately, into ``out_dir/refinement``.
 
     Returns ``{"clicks": rows (k, cases, dice, nsd in percent, ± std), "curve": rows (click,
-    dice, nsd in percent), "auc": {"dice", "nsd"} (percent), "refinement": per-case rows,
+    dice, nsd in percent, seconds per interaction), "auc": {"dice", "nsd"} (percent),
+    "areas": {"final", "auc"} in percent and "challenge_auc" (the CVPR 2025 challenge's
+    DSC_AUC / NSD_AUC, in its units) when refine ≥ 2, "refinement": per-case rows,
     "per_case": rows, "protocol", "seconds", "out_dir"}``.
     """
     from ..evaluation.runner import check_protocol
@@ -73,17 +75,19 @@ def run_clicks(checkpoint: str | Path, out_dir: str | Path, *, ks=KS, refine: in
                "dice_std": 100 * r["dice_std"], "nsd": 100 * r["nsd_mean"],
                "nsd_std": 100 * r["nsd_std"], "seconds_per_case": r["seconds_mean"]}
               for r in res["summary"]]
-    curve, auc = [], {}
+    curve, areas = [], {}
     if refine:
         from ..evaluation.runner import summarise_refinement
 
         for r in summarise_refinement(refinement):
-            if r["click"] == "auc":
-                auc = {"dice": 100 * r["dice_mean"], "nsd": 100 * r["nsd_mean"]}
-            else:
+            if isinstance(r["click"], int):
                 curve.append({"click": r["click"], "dice": 100 * r["dice_mean"],
-                              "nsd": 100 * r["nsd_mean"]})
-    return {"clicks": clicks, "curve": curve, "auc": auc, "refinement": refinement,
+                              "nsd": 100 * r["nsd_mean"], "seconds": r["seconds_mean"]})
+            else:  # the challenge's areas stay in its units (fractions × clicks)
+                scale = 1 if r["click"] == "challenge_auc" else 100
+                areas[r["click"]] = {"dice": scale * r["dice_mean"], "nsd": scale * r["nsd_mean"]}
+    return {"clicks": clicks, "curve": curve, "auc": areas.get("auc", {}), "areas": areas,
+            "refinement": refinement,
             "per_case": res["rows"], "protocol": protocol, "seconds": seconds,
             "out_dir": Path(out_dir)}
 

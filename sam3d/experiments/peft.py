@@ -20,30 +20,26 @@ show that every configuration trains and segments end to end, nothing about the 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..config import get_config
 from ..reference import DATASET_COLUMNS, paper_metric, paper_rows
 from ..rehearsal import full_variant  # the variant a rehearsal trains instead
+from ..tuning import ADDITIONS_3D, PEFT_REGISTRY, groups_pattern
+from ..utils.files import atomic_write_json
 from .report import check_mode
 
 #: paper row → configuration suffix (``auto_<suffix>``, ``tiny_auto_<suffix>``), in paper order
-METHODS: dict[str, str] = {
-    "Full fine-tuning": "full",
-    "Adapter": "adapter",
-    "Pro-tuning": "protuning",
-    "ST-Adapter": "stadapter",
-    "Med-tuning": "medtuning",
-    "3DSAM-adapter": "ours",
-}
-#: tuned encoder parameters by role (regular expressions on ``ImageEncoder3D`` parameter names)
-GROUPS: dict[str, str] = {
-    "method": r"^peft\.|^blocks\.\d+\.adapter\.",
-    "norms": r"^blocks\.\d+\.norm[12]\.",
-    "3d_additions": r"^depth_embed$|^patch_embed\.slice_embed\.|^blocks\.\d+\.attn\.rel_pos_d$"
-                    r"|^neck_3d\.",
+#: (the rows of the reported table), from the registry of PEFT methods
+_SUFFIXES = {m.table2_row: m.table2_suffix for m in PEFT_REGISTRY.values()}
+METHODS: dict[str, str] = {r["method"]: _SUFFIXES[r["method"]] for r in paper_rows("table2")}
+#: tuned encoder parameters by role: unions of parameter groups (:mod:`sam3d.tuning`); a tuned
+#: parameter of none of them is one of SAM's own weights
+ROLES: dict[str, tuple[str, ...]] = {
+    "method": ("peft_modules", "adapters"),
+    "norms": ("norms",),
+    "3d_additions": ADDITIONS_3D,
 }
 #: the smoke recipe: the book's shared smoke configuration, cut to a fixed number of steps
 SMOKE_BASE = "book_smoke"
@@ -87,13 +83,14 @@ def parameter_groups(variant: str) -> dict:
     cfg = get_config(variant)
     with torch.device("meta"):
         model = build_sam3d(variant)
-    counts = dict.fromkeys((*GROUPS, "sam_weights"), 0)
+    roles = {role: groups_pattern(groups) for role, groups in ROLES.items()}
+    counts = dict.fromkeys((*roles, "sam_weights"), 0)
     total = 0
     for name, p in model.image_encoder.named_parameters():
         total += p.numel()
         if not p.requires_grad:
             continue
-        group = next((g for g, rx in GROUPS.items() if re.search(rx, name)), "sam_weights")
+        group = next((r for r, rx in roles.items() if rx.match(name)), "sam_weights")
         counts[group] += p.numel()
     width = cfg.adapter_dim if cfg.peft == "spatial" else cfg.peft_dim
     return {"variant": variant, "peft": cfg.peft, "width": width, "encoder_total": total,
@@ -252,8 +249,7 @@ def evaluate_variant(checkpoint: str | Path, out_dir: str | Path, *, modes=("aut
               "dice_std": 100 * row["dice_std"], "nsd_std": 100 * row["nsd_std"],
               "cases": row["cases"], "eval_seconds": round(res["seconds"], 1),
               "eval_dir": str(out)}
-    record.write_text(json.dumps({"settings": settings, "scores": scores}, indent=1) + "\n",
-                      encoding="utf-8")
+    atomic_write_json(record, {"settings": settings, "scores": scores})
     return {**scores, "eval_cached": False}
 
 

@@ -15,7 +15,11 @@ never mistaken for the paper's setting.
 * :func:`score_folder` — masks written by another program (nnU-Net's predictions of
   ``imagesTs``) scored with the same Dice and NSD;
 * :func:`smoke_baseline_checkpoint` — the smoke DynUNet (**not nnU-Net**) trained once on the
-  book's phantoms and reused.
+  book's phantoms and reused;
+* :func:`held_out_lesion_cases` — the test cases (with a lesion) of the split a checkpoint
+  trained with, whatever seed the clicks use;
+* :func:`dice_curves` — Dice against k per dataset, from paper or run rows (the chapter's
+  figure).
 """
 
 from __future__ import annotations
@@ -52,6 +56,51 @@ def prompt_label(k: int, per: str) -> str:
     if per not in ("slice", "volume"):
         raise ValueError(f"per must be 'slice' or 'volume', got {per!r}")
     return f"{k} pt{'s' if k > 1 else ''}/{per}"
+
+
+def prompt_k(label: str, per: str) -> int | None:
+    """``k`` of a prompt label of :func:`prompt_label` ("3 pts/volume" → 3 for ``per``
+    "volume"); None for any other label ("none", another ``per``)."""
+    prompt_label(1, per)  # validates per
+    head, _, tail = label.partition(" ")
+    if not head.isdigit() or int(head) < 1 or label != prompt_label(int(head), per):
+        return None
+    return int(head)
+
+
+def dice_curves(rows: Sequence[dict], method: str, per: str,
+                ks: Sequence[int] | None = None) -> dict[str, dict]:
+    """Dice against k for the rows of ``method`` with prompts "k pt(s)/``per``" (paper rows of
+    :func:`paper_table1` or run rows), one curve per dataset (sorted).
+
+    Returns ``{dataset: {"k": [...], "dice": [...], "run": str}}``, k increasing and limited
+    to ``ks`` when given; ``run`` is the first row's ``run`` ("" for paper rows).
+    """
+    wanted = None if ks is None else set(check_ks(ks))
+    points: dict[str, list[tuple[int, float, str]]] = {}
+    for row in rows:
+        k = prompt_k(row["prompt"], per) if row["method"] == method else None
+        if k is None or (wanted is not None and k not in wanted) or row["dice"] is None:
+            continue
+        points.setdefault(row["dataset"], []).append((k, row["dice"], row.get("run", "")))
+    curves = {}
+    for dataset in sorted(points):
+        pts = sorted(points[dataset], key=lambda p: p[0])
+        if len({k for k, _, _ in pts}) != len(pts):
+            raise ValueError(f"{method}, {dataset}: more than one row per k")
+        curves[dataset] = {"k": [k for k, _, _ in pts], "dice": [d for _, d, _ in pts],
+                           "run": points[dataset][0][2]}
+    return curves
+
+
+def held_out_lesion_cases(checkpoint: str | Path, data_dir: str | Path) -> list[str]:
+    """The test cases of the prepared dataset ``data_dir`` in the split ``checkpoint`` trained
+    with (its split file, fold and seed, not the seed of the clicks), those with a lesion."""
+    from ..data.layout import read_index
+    from .training import checkpoint_config, held_out_ids
+
+    index = read_index(data_dir)
+    return index.lesion_cases(held_out_ids(checkpoint_config(checkpoint), index.root))
 
 
 def paper_table1(datasets: Sequence[str] = DATASETS,

@@ -11,15 +11,16 @@ from segment_anything.modeling.common import MLPBlock
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..tuning import PEFT_METHODS, TUNER_METHODS
 from .adapter import SpatialAdapter
 from .attention import WindowAttention3D, shifted_window_mask, window_order
 from .common import LayerNorm3d, check_positive
 from .patch_embed import VolumePatchEmbed
-from .peft import TUNER_METHODS, BlockTuner, build_block_tuners
+from .peft import BlockTuner, build_block_tuners
 
-#: ``peft`` values of :class:`ImageEncoder3D`: the paper's spatial adapter, no PEFT module, or
-#: one of the tuners of ``peft.py``.
-ENCODER_PEFT = ("spatial", "none", *TUNER_METHODS)
+#: ``peft`` values of :class:`ImageEncoder3D` (``sam3d.tuning.PEFT_METHODS``): the paper's
+#: spatial adapter, no PEFT module, or one of the tuners of ``peft.py``.
+ENCODER_PEFT = PEFT_METHODS
 
 
 class Block3D(nn.Module):

@@ -13,7 +13,8 @@ at four places around that (frozen) block —
 Token grids are ``B×X×Y×Z×C`` in the encoder's (H, W, D) layout: ``Z`` is the slice axis.
 Convolutions run on the channel-first view ``B×C×X×Y×Z``.
 
-Methods (``method`` names as in ``sam3d.config.PEFT_METHODS``):
+Methods (``method`` names as in ``sam3d.tuning.PEFT_REGISTRY``, where their Table 2 widths and
+policies are; their classes are registered in :data:`TUNERS`):
 
 * ``houlsby`` — Houlsby et al. 2019, "Parameter-efficient transfer learning for NLP".
 * ``protuning`` — Nie et al. 2022, "Pro-tuning: unified prompt tuning for vision tasks".
@@ -31,11 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..tuning import TUNER_METHODS
 from .common import check_positive
-
-#: Methods built here; ``spatial`` (the paper's adapter, inside ``Block3D``) and ``none`` (no
-#: PEFT module: full fine-tuning or 3D additions only) need no tuner.
-TUNER_METHODS = ("houlsby", "protuning", "stadapter", "medtuning")
 
 
 def channels_first(x: torch.Tensor) -> torch.Tensor:
@@ -59,6 +57,13 @@ def depthwise(channels: int, kernel: tuple[int, int, int]) -> nn.Conv3d:
 
 class BlockTuner(nn.Module):
     """Base class: every hook is the identity. Subclasses override the hooks they use."""
+
+    @classmethod
+    def for_block(cls, dim: int, width: int, grid: int, ends_stage: bool) -> BlockTuner:
+        """The tuner of one encoder block: token width ``dim``, the method's ``width``, ``grid``
+        tokens per axis; ``ends_stage``: the block feeds a neck (an encoder tap). Default:
+        ``cls(dim, width)``."""
+        return cls(dim, width)  # the subclasses built this way take (dim, width)
 
     def before(self, x: torch.Tensor) -> torch.Tensor:
         """Block input ``B×X×Y×Z×C`` → same shape (runs before the attention)."""
@@ -195,6 +200,10 @@ class MedAdapterTuner(BlockTuner):
     Input and output: ``B×X×Y×Z×dim`` with ``Z = grid``; state ``B×width×X×Y×Z`` or None.
     """
 
+    @classmethod
+    def for_block(cls, dim: int, width: int, grid: int, ends_stage: bool) -> BlockTuner:
+        return cls(dim, width, grid, inter_stage=ends_stage)
+
     def __init__(self, dim: int, width: int, grid: int, inter_stage: bool) -> None:
         super().__init__()
         check_positive(dim=dim, width=width, grid=grid)
@@ -234,22 +243,31 @@ class MedAdapterTuner(BlockTuner):
         return x_out + F.gelu(self.up(channels_last(z + m))), state
 
 
+#: The module-building PEFT methods (``sam3d.tuning.TUNER_METHODS``) → their tuner class.
+#: ``spatial`` (the paper's adapter, inside ``Block3D``) and ``none`` (no PEFT module: full
+#: fine-tuning or 3D additions only) need no tuner.
+TUNERS: dict[str, type[BlockTuner]] = {
+    "houlsby": HoulsbyTuner,
+    "protuning": ProTuningTuner,
+    "stadapter": STAdapterTuner,
+    "medtuning": MedAdapterTuner,
+}
+if tuple(TUNERS) != TUNER_METHODS:  # the two registries name the same methods, in one order
+    raise ImportError(f"TUNERS {tuple(TUNERS)} do not match sam3d.tuning.TUNER_METHODS "
+                      f"{TUNER_METHODS}")
+
+
 def build_block_tuners(
     method: str, dim: int, width: int, depth: int, grid: int, taps: Sequence[int]
 ) -> nn.ModuleList:
-    """One :class:`BlockTuner` per encoder block for a method of ``TUNER_METHODS``.
+    """One :class:`BlockTuner` per encoder block for a method of :data:`TUNERS`.
 
     Arguments: dim (int): token width; width (int): the method's bottleneck / prompt width;
     depth (int): encoder blocks; grid (int): tokens per axis; taps: 0-based blocks ending a
     stage (Med-Tuning's inter-stage interaction sits there).
     """
-    if method not in TUNER_METHODS:
-        raise ValueError(f"unknown PEFT method {method!r}; known: {', '.join(TUNER_METHODS)}")
+    if method not in TUNERS:
+        raise ValueError(f"unknown PEFT method {method!r}; known: {', '.join(TUNERS)}")
     check_positive(dim=dim, width=width, depth=depth, grid=grid)
-    if method == "houlsby":
-        return nn.ModuleList(HoulsbyTuner(dim, width) for _ in range(depth))
-    if method == "stadapter":
-        return nn.ModuleList(STAdapterTuner(dim, width) for _ in range(depth))
-    if method == "protuning":
-        return nn.ModuleList(ProTuningTuner(dim, width) for _ in range(depth))
-    return nn.ModuleList(MedAdapterTuner(dim, width, grid, i in taps) for i in range(depth))
+    tuner = TUNERS[method]
+    return nn.ModuleList(tuner.for_block(dim, width, grid, i in taps) for i in range(depth))

@@ -46,3 +46,21 @@ def paper_metric(row: dict, dataset: str, metric: str) -> float | None:
     if metric not in ("dice", "nsd"):
         raise ValueError(f"metric must be 'dice' or 'nsd', got {metric!r}")
     return row.get(f"{DATASET_COLUMNS[dataset]}_{metric}")
+
+
+def paper_tuned_params_M(method: str = "3DSAM-adapter") -> dict[str, float | None]:
+    """The paper's "#Tuned Params" of ``method``, in millions (None where it reports none).
+
+    ``image_encoder``: the tuned image-encoder parameters of Table 2 (3DSAM-adapter: 15.21);
+    ``model``: the whole model's of Table 1 (3DSAM-adapter: 25.46, one figure for all its
+    prompt rows). A method in neither table is refused.
+    """
+    encoder = [r["tuned_params_image_encoder_M"] for r in paper_rows("table2")
+               if r["method"] == method]
+    model = {r["tuned_params_M"] for r in paper_rows("table1") if r["method"] == method}
+    if not encoder and not model:
+        raise ValueError(f"{method!r} is in neither Table 1 nor Table 2")
+    if len(model) > 1:
+        raise ValueError(f"Table 1 reports several counts for {method!r}: {sorted(model)}")
+    return {"image_encoder": encoder[0] if encoder else None,
+            "model": next(iter(model)) if model else None}

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from ..data.layout import LayoutError, read_index
 from ..provenance import project_path
+from ..utils.files import atomic_write_json
 from .fixtures import FIXTURE_CASES, FIXTURE_VERSION, case_number, write_raw_fixture
 from .server import serve
 
@@ -66,10 +67,7 @@ def _read_marker(folder: Path) -> dict | None:
 
 
 def _write_marker(folder: Path, doc: dict) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{MARKER}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(folder / MARKER)
+    atomic_write_json(folder / MARKER, doc)
 
 
 def is_current(prepared: str | Path, dataset: str) -> bool:

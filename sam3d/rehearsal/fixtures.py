@@ -42,6 +42,7 @@ from scipy import ndimage
 from ..data.download import CHECKSUMS_FORMAT
 from ..data.phantoms import PhantomSpec, make_phantom
 from ..data.sources import get_source
+from ..utils.files import atomic_write_bytes, atomic_write_json
 
 FIXTURE_VERSION = 1  # bump when the files change: prepared rehearsal data is then rebuilt
 SHAPE = (48, 48, 24)  # x, y in-plane, z slices
@@ -220,12 +221,9 @@ def write_raw_fixture(dataset: str, mirror_root: str | Path, seed: int = 0) -> d
         (archive,) = source.files
         files[archive.path] = _msd_tar(dataset, cases, seed)
     for path, data in files.items():
-        dest = mirror_root / path
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(data)
+        atomic_write_bytes(mirror_root / path, data)
     checksums = mirror_root.parent / f"{dataset}-checksums.json"
     table = {path: hashlib.sha256(data).hexdigest() for path, data in sorted(files.items())}
-    checksums.write_text(json.dumps({"format": CHECKSUMS_FORMAT, "sha256": table}, indent=1)
-                         + "\n", encoding="utf-8")
+    atomic_write_json(checksums, {"format": CHECKSUMS_FORMAT, "sha256": table})
     return {"cases": list(cases), "case_numbers": numbers, "files": sorted(files),
             "checksums": checksums}

@@ -367,7 +367,8 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert main(["--images", str(img), "--labels", str(lab), "--name", "mine", "--target", "2",
                  "--out", str(tmp_path / "mine")]) == 2
     err = capsys.readouterr().err
-    assert f"prepare_dataset: error: {img / 'bad.nii.gz'}: image has 1 NaN" in err
+    # the message of sam3d.data.io.volume_problems, which load_volume raises too
+    assert f"prepare_dataset: error: {img / 'bad.nii.gz'}: 1 voxel(s) are NaN or Inf (1 NaN" in err
     assert read_index(tmp_path / "mine").case_ids() == ["good"]
     assert main(["--dataset", "colon", "--raw", str(tmp_path / "raw"), "--out",
                  str(tmp_path / "out"), "--cases", "1-x"]) == 2

@@ -115,6 +115,18 @@ def test_extract_never_writes_outside_the_target(tmp_path) -> None:
     assert not (tmp_path / "evil").exists()
 
 
+def test_extract_members_refuses_zip_links(tmp_path) -> None:
+    """A wheel member stored as a symbolic link is refused like a tar link (the zip path used
+    to copy the link's text out as if it were the file)."""
+    link = zipfile.ZipInfo("pkg/data/x.bin")
+    link.external_attr = 0o120777 << 16
+    with zipfile.ZipFile(tmp_path / "a.whl", "w") as zf:
+        zf.writestr(link, "/etc/passwd")
+    with pytest.raises(SampleDataError, match="links are not allowed"):
+        extract_members(tmp_path / "a.whl", {"x.bin": "pkg/data/x.bin"}, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.fixture
 def fake_sources(tmp_path, volume, monkeypatch):
     """A wheel with an MRC pair and an sdist with a NIfTI pair, registered as the sources."""

@@ -12,11 +12,16 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cube_cases import SHAPE, SPEC, write_cube_dataset
-from stub_models import CubeModel, FloodModel, ThresholdModel
+from stub_models import CubeModel, FloodModel, LabelledCubeModel, ThresholdModel
 
 from sam3d.data import layout
 from sam3d.data.click_store import ClickSet, load_clicks, save_clicks
-from sam3d.evaluation.protocol import EvalSettings, area_under_curve, evaluate_case
+from sam3d.evaluation.protocol import (
+    EvalSettings,
+    area_under_curve,
+    challenge_auc,
+    evaluate_case,
+)
 from sam3d.evaluation.runner import evaluate_dataset
 from sam3d.inference.predictor import Predictor
 
@@ -83,6 +88,44 @@ def test_refinement_adds_the_missed_lesion(tmp_path) -> None:
     assert dices[2] == pytest.approx(1.0)  # nothing left to fix: the curve stays flat
 
 
+@pytest.mark.parametrize("extension", [True, False])
+def test_refinement_negative_click_on_a_false_positive(tmp_path, extension) -> None:
+    """A 3³ lesion; the first click at its centre predicts a 7³ cube, so the only error is a
+    false-positive shell and the corrective click is negative, at the shell's deepest voxel.
+    The extension erases a 3³ cube there (Dice rises); the paper's model cannot use it (the
+    curve stays flat, the click counted as not usable)."""
+    small = (slice(9, 12), slice(9, 12), slice(9, 12))
+    index = _dataset(tmp_path, {"a": small})
+    model = LabelledCubeModel(crop=16, half=3, erase=1) if extension else CubeModel(16, 3)
+    predictor = Predictor(model, SPEC)
+    res = evaluate_case(predictor, index.cases["a"],
+                        EvalSettings(ks=(1,), modes=("sliding",), refine=2),
+                        _replay("a", (10, 10, 10)))
+    rows = res.refinement
+    assert rows[0]["dice"] == pytest.approx(2 * 27 / (27 + 343))
+    assert rows[0]["next"] == ("negative" if extension else "negative (not usable)")
+    placed = next(c for c in res.clicks if c.protocol == "refine-test-k1")
+    assert placed.positive[:2] == [True, False] and placed.points[0] == (10, 10, 10)
+    d, h, w = placed.points[1]
+    assert not (9 <= d < 12 and 9 <= h < 12 and 9 <= w < 12)  # on the shell, not the lesion
+    assert max(abs(d - 10), abs(h - 10), abs(w - 10)) <= 3
+    if extension:
+        assert rows[1]["labels"] == "+-" and rows[1]["dice"] > rows[0]["dice"] + 0.005
+        assert rows[1]["seconds"] > 0
+    else:
+        assert rows[1]["labels"] == "+" and rows[1]["dice"] == rows[0]["dice"]
+        assert rows[1]["seconds"] == 0.0  # the prompt did not change: no model call
+    assert set(res.masks) >= {"refine1", "refine2", "refine3"}
+
+
+def test_challenge_auc() -> None:
+    # the corrective clicks only (the first prompt left out), unit trapezoids, not normalised
+    assert challenge_auc([0.0, 0.5, 0.5, 0.5, 0.5, 0.5]) == pytest.approx(2.0)
+    assert challenge_auc([0.9, 0.2, 0.4, 0.8]) == pytest.approx(0.3 + 0.6)
+    with pytest.raises(ValueError, match="two corrective"):
+        challenge_auc([0.3, 0.4])
+
+
 def test_area_under_curve() -> None:
     assert area_under_curve([0.5]) == 0.5
     assert area_under_curve([0.6, 0.6, 0.6]) == pytest.approx(0.6)
@@ -104,7 +147,9 @@ def test_runner_writes_replayable_results_and_never_overwrites(tmp_path) -> None
     for name in ("per_case.csv", "summary.csv", "clicks.json", "refinement.csv",
                  "refinement_summary.csv"):
         assert (out / name).is_file()
-    assert len(list((out / "masks").glob("*.nii.gz"))) == 3 * 2 * 2
+    # the k-click masks, and the mask after each of the refinement's two clicks
+    assert len(list((out / "masks").glob("*.nii.gz"))) == 3 * 2 * 2 + 3 * 2
+    assert (out / "masks" / "a_refine2.nii.gz").is_file()
     mask = nib.load(out / "masks" / "a_k1_roi.nii.gz")
     assert mask.shape == SHAPE and np.allclose(mask.affine, np.eye(4))
     assert {(s["mode"], s["k"]) for s in res["summary"]} == {
@@ -118,6 +163,11 @@ def test_runner_writes_replayable_results_and_never_overwrites(tmp_path) -> None
     assert strip == [{k: r[k] for k in ("case", "k", "mode", "clicks", "dice", "nsd")}
                      for r in again["rows"]]
     assert load_clicks(out / "clicks.json") == load_clicks(tmp_path / "replay" / "clicks.json")
+    keep = ("case", "click", "clicks", "labels", "next", "dice", "nsd")
+    assert [{k: r[k] for k in keep} for r in res["refinement"]] == \
+        [{k: r[k] for k in keep} for r in again["refinement"]]
+    assert {c.protocol for c in load_clicks(out / "clicks.json")} == {
+        "test-k1", "test-k3", "refine-test-k1"}
     save_clicks(tmp_path / "bad.json", [ClickSet(case="a", points=[(1, 1, 1)], positive=[True],
                                                  protocol="test-k1", seed=0, shape=(9, 9, 9))])
     with pytest.raises(ValueError, match="grid"):

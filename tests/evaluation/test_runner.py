@@ -96,14 +96,17 @@ def test_summarise_refinement_curves_and_areas() -> None:
             + curve("a", "margin", [1.0], [0.5]))
     out = summarise_refinement(rows)
     assert [(r["position"], r["click"]) for r in out] == [
-        ("centre", 1), ("centre", 2), ("centre", 3), ("centre", "auc"),
-        ("margin", 1), ("margin", "auc")]
+        ("centre", 1), ("centre", 2), ("centre", 3), ("centre", "final"), ("centre", "auc"),
+        ("centre", "challenge_auc"), ("margin", 1), ("margin", "final"), ("margin", "auc")]
     dice = [r["dice_mean"] for r in out]
     nsd = [r["nsd_mean"] for r in out]
     # per click: the mean over the cases; auc: the mean of the per-case areas, each the
-    # trapezoid over clicks 1..n divided by n − 1 — a: (0.3 + 0.6) / 2, b: 0.6 (flat)
-    assert dice == pytest.approx([0.4, 0.5, 0.7, (0.45 + 0.6) / 2, 1.0, 1.0])
-    assert nsd == pytest.approx([0.05, 0.3, 0.55, (0.1 + 0.5) / 2, 0.5, 0.5])
+    # trapezoid over clicks 1..n divided by n − 1 — a: (0.3 + 0.6) / 2, b: 0.6 (flat);
+    # challenge_auc: unit trapezoids over clicks 2..n, not normalised — a: (0.4 + 0.8) / 2,
+    # b: 0.6; NSD a: 0.1, b: (0.5 + 1.0) / 2
+    assert dice == pytest.approx([0.4, 0.5, 0.7, 0.7, (0.45 + 0.6) / 2, 0.6, 1.0, 1.0, 1.0])
+    assert nsd == pytest.approx([0.05, 0.3, 0.55, 0.55, (0.1 + 0.5) / 2, (0.1 + 0.75) / 2,
+                                 0.5, 0.5, 0.5])
 
 
 def test_write_csv(tmp_path) -> None:

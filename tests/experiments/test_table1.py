@@ -20,7 +20,10 @@ from sam3d.evaluation.metrics import nsd
 from sam3d.experiments.table1 import (
     automatic_rows,
     check_ks,
+    dice_curves,
+    held_out_lesion_cases,
     paper_table1,
+    prompt_k,
     prompt_label,
     promptable_rows,
     sam2d_rows,
@@ -40,6 +43,38 @@ def test_ks_and_prompt_labels() -> None:
     assert prompt_label(10, "volume") == "10 pts/volume"
     with pytest.raises(ValueError, match="per"):
         prompt_label(1, "case")
+
+
+def test_prompt_k_reads_back_prompt_label() -> None:
+    for k in (1, 3, 10):
+        assert prompt_k(prompt_label(k, "volume"), "volume") == k
+        assert prompt_k(prompt_label(k, "volume"), "slice") is None
+    for other in ("none", "0 pt/slice", "3 pt/slice", "1 pts/slice", "x pts/slice", "1 pt/slice "):
+        assert prompt_k(other, "slice") is None, other
+    with pytest.raises(ValueError, match="per"):
+        prompt_k("1 pt/case", "case")
+
+
+def test_dice_curves_of_paper_and_run_rows() -> None:
+    paper = dice_curves(paper_table1(), "SAM-B", "slice")
+    assert list(paper) == ["lits"] and paper["lits"]["k"] == [1, 3, 10]
+    source = {r["prompt"]: r["liver_dice"] for r in paper_rows("table1") if r["method"] == "SAM-B"}
+    assert paper["lits"]["dice"] == [source[prompt_label(k, "slice")] for k in (1, 3, 10)]
+    assert paper["lits"]["run"] == ""
+    ours = dice_curves(paper_table1(), "3DSAM-adapter", "volume", ks=[10, 1])
+    assert set(ours) == {"kits", "pancreas", "lits", "colon"} and ours["kits"]["k"] == [1, 10]
+    assert ours["kits"]["dice"] == [73.78, 75.95]
+    run = [{"method": "3DSAM-adapter", "prompt": prompt_label(k, "volume"), "dataset": d,
+            "dice": float(k), "run": f"{d} run"} for k in (3, 1) for d in ("lits", "phantoms")]
+    run.append({"method": "3DSAM-adapter", "prompt": "none", "dataset": "lits", "dice": 0.0})
+    run.append({"method": "SAM-B", "prompt": "1 pt/volume", "dataset": "lits", "dice": 0.0})
+    curves = dice_curves(run, "3DSAM-adapter", "volume")
+    assert curves == {d: {"k": [1, 3], "dice": [1.0, 3.0], "run": f"{d} run"}
+                      for d in ("lits", "phantoms")}
+    with pytest.raises(ValueError, match="more than one row"):
+        dice_curves(run + run, "3DSAM-adapter", "volume")
+    with pytest.raises(ValueError, match="ks"):
+        dice_curves(run, "3DSAM-adapter", "volume", ks=[0])
 
 
 def test_paper_table_is_long_with_sam_rows_for_liver_only() -> None:
@@ -104,6 +139,14 @@ def test_promptable_and_automatic_rows(trained) -> None:
         assert [r["case"] for r in csv.DictReader(fh)] == split["test"]
     with pytest.raises(ValueError, match="method"):
         automatic_rows(trained["dyn"], trained["data"], root / "e_x", method="")
+
+
+def test_held_out_lesion_cases_are_the_checkpoint_split(trained) -> None:
+    """The chapter's full-mode SAM 2D cases: the checkpoint's test split (seed 5: phantom_001),
+    not the default split, whose test case the checkpoint trained on."""
+    ids = read_index(trained["data"]).case_ids()
+    assert held_out_lesion_cases(trained["ours"], trained["data"]) == ["phantom_001"]
+    assert SplitRef().resolve("phantoms", ids)["test"] != ["phantom_001"]
 
 
 def _save(path: Path, mask: np.ndarray, spacing=(1.0, 1.0, 2.0)) -> None:

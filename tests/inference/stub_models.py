@@ -65,3 +65,31 @@ class ThresholdModel(CubeModel):
         assert points is None, "a prompt-free model gets no points"
         fg = (volume[:, 0] > self.level).float()
         return torch.stack([-10 * fg, 10 * fg - 10 * (1 - fg)], 1)
+
+
+class LabelledCubeModel(CubeModel):
+    """The negative-click extension's stand-in: foreground = the cubes of half-width ``half``
+    around the positive clicks, minus the cubes of half-width ``erase`` around the negative
+    ones (``labels`` ``B×N``, 0 = negative; None = all positive)."""
+
+    negative_clicks = True
+
+    def __init__(self, crop: int = 16, half: int = 2, erase: int = 1):
+        super().__init__(crop, half)
+        self.erase = erase
+
+    def forward(self, volume: torch.Tensor, points: torch.Tensor,
+                labels: torch.Tensor | None = None) -> torch.Tensor:
+        b, c = volume.shape[0], self._crop
+        self.calls.append(points.detach().clone())
+        labels = torch.ones(points.shape[:2], dtype=torch.long) if labels is None else labels
+        fg = torch.zeros(b, c, c, c)
+        for i in range(b):
+            for sign in (1, 0):  # positives first, then the negatives erase
+                half = self.half if sign else self.erase
+                for (d, h, w), lab in zip(points[i].long().tolist(), labels[i].tolist(),
+                                          strict=True):
+                    if lab == sign:
+                        fg[i, max(d - half, 0):d + half + 1, max(h - half, 0):h + half + 1,
+                           max(w - half, 0):w + half + 1] = sign
+        return torch.stack([-10 * fg, 10 * fg - 10 * (1 - fg)], 1)

@@ -1,0 +1,90 @@
+"""Simulated interaction in training (:mod:`sam3d.engine.interaction`): the first prompt's
+labels, corrective clicks on hand-made errors, and the rounds appended to the prompt."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sam3d import build_sam3d
+from sam3d.engine.config import ConfigError, TrainConfig
+from sam3d.engine.interaction import click_labels, corrective_clicks, simulate_interaction
+
+
+def _label(shape=(8, 8, 8), box=(slice(2, 5),) * 3) -> torch.Tensor:
+    label = torch.zeros(1, 1, *shape)
+    label[(0, 0, *box)] = 1
+    return label
+
+
+def _logits(fg: torch.Tensor) -> torch.Tensor:
+    """``B×D×H×W`` bool foreground → ``B×2×D×H×W`` logits with that argmax."""
+    return torch.stack([-fg.float(), fg.float()], 1)
+
+
+def test_first_prompt_labels_follow_the_ground_truth() -> None:
+    label = torch.cat([_label(), torch.zeros(1, 1, 8, 8, 8)])
+    points = torch.tensor([[[3, 3, 3], [0, 0, 0], [4, 2, 3]],
+                           [[3, 3, 3], [7, 7, 7], [1, 1, 1]]], dtype=torch.float32)
+    # a row that clicks no lesion keeps the official all-positive prompt
+    assert click_labels(label, points).tolist() == [[1, 0, 1], [1, 1, 1]]
+
+
+def test_corrective_clicks_fall_in_the_error_with_its_label() -> None:
+    label = _label()
+    gt = label[:, 0] > 0.5
+    rng = np.random.default_rng(0)
+    over = gt.clone()
+    over[0, 6, 6, 6] = True  # one false-positive voxel, nothing missed
+    pts, labs = corrective_clicks(_logits(over), label, rng, negatives=True)
+    assert pts.tolist() == [[[6.0, 6.0, 6.0]]] and labs.tolist() == [[0]]
+    # without the extension a false positive gives nothing to click: a positive on the lesion
+    pts, labs = corrective_clicks(_logits(over), label, rng, negatives=False)
+    assert gt[0][tuple(pts[0, 0].long())] and labs.tolist() == [[1]]
+    under = gt.clone()
+    under[0, 2, 2, 2] = False  # one missed voxel
+    for negatives in (True, False):
+        pts, labs = corrective_clicks(_logits(under), label, rng, negatives)
+        assert pts.tolist() == [[[2.0, 2.0, 2.0]]] and labs.tolist() == [[1]]
+    # a perfect prediction: a positive click on a lesion voxel
+    pts, labs = corrective_clicks(_logits(gt), label, rng, negatives=True)
+    assert gt[0][tuple(pts[0, 0].long())] and labs.tolist() == [[1]]
+
+
+@pytest.mark.parametrize("variant", ["tiny", "tiny_interactive"])
+def test_rounds_append_one_click_per_sample_from_one_embedding(variant) -> None:
+    torch.manual_seed(0)
+    model = build_sam3d(variant)
+    c = model.crop
+    label = torch.zeros(2, 1, c, c, c)
+    label[:, :, 20:30, 20:30, 20:30] = 1
+    image = torch.randn(2, 3, c, c, c)
+    points = torch.tensor([[[25, 25, 25]], [[22, 28, 24]]], dtype=torch.float32)
+    labels = click_labels(label, points) if model.negative_clicks else None
+    calls = []
+    model.image_encoder.register_forward_hook(lambda m, a, o: calls.append(1))
+    out, out_labels = simulate_interaction(model, image, label, points, labels, 3,
+                                           np.random.default_rng(1))
+    assert calls == [1]  # encoded once, decoded three times
+    assert out.shape == (2, 4, 3) and torch.equal(out[:, :1], points)
+    assert not out.requires_grad
+    if model.negative_clicks:
+        assert out_labels is not None and out_labels.shape == (2, 4)
+        lesion = label[:, 0] > 0.5
+        for b in range(2):  # each label says whether its click lies on lesion
+            on = [bool(lesion[b][tuple(p)]) for p in out[b].long().tolist()]
+            assert out_labels[b].tolist() == [int(v) for v in on]
+    else:
+        assert out_labels is None  # the paper's prompt: positive clicks only
+    again, _ = simulate_interaction(model, image, label, points, labels, 3,
+                                    np.random.default_rng(1))
+    assert torch.equal(out, again)  # seeded
+
+
+def test_interaction_rounds_need_a_promptable_sam3d_variant() -> None:
+    assert TrainConfig(interaction_rounds=2, variant="tiny_interactive").interaction_rounds == 2
+    with pytest.raises(ConfigError, match="interaction_rounds needs"):
+        TrainConfig(interaction_rounds=2, variant="tiny_auto_ours")
+    with pytest.raises(ConfigError, match="interaction_rounds must be an integer"):
+        TrainConfig(interaction_rounds=-1)
