@@ -219,11 +219,11 @@ def _redrawn(canvas, changed, plane: str | None = None, wait_s: float = 60) -> b
 
 @pytest.mark.slow
 @pytest.mark.warms_cache
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_book_interactive_is_trained():
     """The smoke extension model the browser test clicks with: cached after the first run; on
-    a fresh checkout this trains it (a few minutes), collected first, so that the browser test
-    stays within its time."""
+    a fresh checkout this trains it, collected first, so that the browser test stays within its
+    time (11.5 min measured on a busy 2-core machine: over the 5-minute aim for one test)."""
     assert _interactive_checkpoint().is_file()
 
 
