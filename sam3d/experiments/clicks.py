@@ -7,6 +7,9 @@
   challenge, :mod:`sam3d.evaluation.protocol`): from the k = 1 prediction, up to ``refine``
   error-driven clicks, the Dice and NSD after each, and the areas under those curves. The model
   takes positive points only, so a click on a false positive is counted but changes nothing.
+* Negative clicks (not in the paper; issue 13): :func:`compare_refinement` runs the same
+  refinement for the paper's model and for the negative-click extension on the same held-out
+  cases, which uses the negative corrective clicks the paper's model can only count.
 """
 
 from __future__ import annotations
@@ -118,6 +121,59 @@ def plot_curve(curve: list[dict], refinement: list[dict] | None = None, title: s
     ax.set_ylabel("%")
     ax.set_xticks(x)
     ax.set_ylim(0, 100)
+    ax.legend()
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig
+
+
+def compare_refinement(checkpoints: dict[str, str | Path], out_dir: str | Path, *,
+                       refine: int = 5, seed: int = 0, device: str = "cpu",
+                       data_dir: str | Path | None = None) -> dict:
+    """The refinement protocol for each named checkpoint (e.g. the paper's model and the
+    negative-click extension), on the held-out split they share, into ``out_dir/<name>``.
+
+    Returns ``{"curve": rows (model, click, dice, nsd in percent, seconds), "areas": rows
+    (model, first and final Dice/NSD in percent, Dice gain in points, auc in percent, the
+    challenge's DSC_AUC / NSD_AUC), "kinds": {model: click kinds}, "cases", "seconds"}``.
+    Refuses checkpoints whose held-out cases differ (the curves would not compare).
+    """
+    if not checkpoints or refine < 2:
+        raise ValueError("give at least one checkpoint and refine ≥ 2 (the challenge's areas "
+                         "need two corrective clicks)")
+    curve, areas, kinds, cases, seconds = [], [], {}, None, 0.0
+    for name, checkpoint in checkpoints.items():
+        res = run_clicks(checkpoint, Path(out_dir) / name, ks=(1,), refine=refine, mode="roi",
+                         seed=seed, data_dir=data_dir, device=device)
+        these = sorted({r["case"] for r in res["refinement"]})
+        if cases is not None and these != cases:
+            raise ValueError(f"{name}: held-out cases {these} differ from {cases}")
+        cases, seconds = these, seconds + res["seconds"]
+        curve += [{"model": name, **r} for r in res["curve"]]
+        first, a = res["curve"][0], res["areas"]
+        areas.append({"model": name, "first_dice": first["dice"], "first_nsd": first["nsd"],
+                      "final_dice": a["final"]["dice"], "final_nsd": a["final"]["nsd"],
+                      "gain_dice": a["final"]["dice"] - first["dice"],
+                      "auc_dice": a["auc"]["dice"], "auc_nsd": a["auc"]["nsd"],
+                      "DSC_AUC": a["challenge_auc"]["dice"],
+                      "NSD_AUC": a["challenge_auc"]["nsd"]})
+        kinds[name] = click_kinds(res["refinement"])
+    return {"curve": curve, "areas": areas, "kinds": kinds, "cases": cases, "seconds": seconds}
+
+
+def plot_curves(curve: list[dict], title: str = ""):
+    """Mean Dice after each click, one line per model (:func:`compare_refinement`'s curve)."""
+    import matplotlib.pyplot as plt
+
+    if not curve:
+        raise ValueError("no refinement curve")
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), constrained_layout=True)
+    for name in dict.fromkeys(r["model"] for r in curve):
+        rows = [r for r in curve if r["model"] == name]
+        ax.plot([r["click"] for r in rows], [r["dice"] for r in rows], "o-", label=name)
+    ax.set_xlabel("clicks (1 = the first random lesion click, then corrective clicks)")
+    ax.set_ylabel("Dice (%)")
+    ax.set_xticks(sorted({r["click"] for r in curve}))
     ax.legend()
     if title:
         ax.set_title(title, fontsize=10)

@@ -9,11 +9,20 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stub_eval_data import PAIR, FloodModel, fake_checkpoint, patch_model, write_cases
+from stub_eval_data import (
+    PAIR,
+    SPEC,
+    CubeModel,
+    FloodModel,
+    fake_checkpoint,
+    patch_model,
+    write_cases,
+)
 
-from sam3d.evaluation.protocol import area_under_curve
+from sam3d.evaluation.protocol import area_under_curve, challenge_auc
 from sam3d.experiments import clicks as K
 from sam3d.experiments.report import side_by_side
+from sam3d.inference import predict
 
 
 def test_paper_rows_are_the_3dsam_adapter_rows_of_table_1() -> None:
@@ -91,3 +100,32 @@ def test_official_table_and_sam3d_curve(tmp_path) -> None:
     assert (tmp_path / "eval" / "refinement" / "refinement.csv").is_file()
     with pytest.raises(ValueError, match="protocol must be one of"):
         K.run_clicks(ckpt, tmp_path / "bad", protocol="authors")
+
+
+def test_compare_refinement_runs_each_model_on_the_same_cases(tmp_path, monkeypatch) -> None:
+    """The oracle (finds the clicked lesions) beside a model that never changes its mind
+    (cubes around the clicks, which the error clicks land outside of): one row per model and
+    click, the gain and both kinds of area, per model."""
+
+
+    data = write_cases(tmp_path / "ds", 5, lesions=PAIR)
+    oracle, cubes = fake_checkpoint(tmp_path / "a.pt", data), fake_checkpoint(tmp_path / "b.pt",
+                                                                              data)
+    models = {oracle: FloodModel(crop=16), cubes: CubeModel(crop=16, half=1)}
+    monkeypatch.setattr(predict, "load_for_inference",
+                        lambda checkpoint, *a, **k: (models[Path(checkpoint)], SPEC))
+    res = K.compare_refinement({"oracle": oracle, "cubes": cubes}, tmp_path / "cmp", refine=3)
+    assert [(r["model"], r["click"]) for r in res["curve"]] == [
+        (m, c) for m in ("oracle", "cubes") for c in (1, 2, 3, 4)]
+    areas = {r["model"]: r for r in res["areas"]}
+    assert areas["oracle"]["first_dice"] == pytest.approx(100 * 2 / 3)
+    assert areas["oracle"]["gain_dice"] == pytest.approx(100 / 3)
+    assert areas["oracle"]["DSC_AUC"] == pytest.approx(challenge_auc([2 / 3, 1, 1, 1]))
+    assert areas["cubes"]["gain_dice"] == pytest.approx(
+        areas["cubes"]["final_dice"] - areas["cubes"]["first_dice"])
+    assert len(res["cases"]) == 1 and set(res["kinds"]) == {"oracle", "cubes"}
+    assert (tmp_path / "cmp" / "cubes" / "refinement.csv").is_file()
+    fig = K.plot_curves(res["curve"], title="t")
+    assert len(fig.axes[0].lines) == 2
+    with pytest.raises(ValueError, match="refine ≥ 2"):
+        K.compare_refinement({"oracle": oracle}, tmp_path / "x", refine=1)
