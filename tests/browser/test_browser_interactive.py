@@ -6,11 +6,11 @@ screenshots are kept as test artefacts (``outputs/test-artifacts/interactive*.pn
 
 The model is the book's smoke model of the negative-click extension (``book_interactive``:
 ``tiny_interactive`` trained a few minutes on phantoms with simulated clicks, cached in
-``outputs/runs``; :func:`test_book_interactive_is_trained`, collected first, trains it on a
-fresh checkout so that the browser test stays within its time). Where the negative click goes
-is planned headless beforehand with the same model and clicks (:func:`_plan`): the test checks
-the user interface (left click → positive point, right click → negative point → Segment →
-overlay), not segmentation quality.
+``outputs/runs``; ``tests/engine/test_interaction.py``'s warms-cache test, collected first,
+trains it on a fresh checkout so that the browser test stays within its time). Where the
+negative click goes is planned headless beforehand with the same model and clicks
+(:func:`_plan`): the test checks the user interface (left click → positive point, right
+click → negative point → Segment → overlay), not segmentation quality.
 """
 
 from __future__ import annotations
@@ -71,9 +71,9 @@ def _get(url: str, timeout: float = 5.0) -> bytes:
 
 def _interactive_checkpoint() -> Path:
     """The book's smoke model of the negative-click extension (trained on first use)."""
-    from sam3d.engine.cached import trained_checkpoint
+    from sam3d.experiments.training import smoke_model
 
-    return trained_checkpoint("book_interactive", root=ROOT / "outputs" / "runs")
+    return Path(smoke_model("book_interactive")["checkpoint"])
 
 
 def _plan(checkpoint: Path, positive: tuple[int, int, int]) -> dict:
@@ -215,16 +215,6 @@ def _redrawn(canvas, changed, plane: str | None = None, wait_s: float = 60) -> b
         if changed(_red_pixels(shot, plane)) or time.time() > deadline:
             return shot
         time.sleep(0.5)
-
-
-@pytest.mark.slow
-@pytest.mark.warms_cache
-@pytest.mark.timeout(900)
-def test_book_interactive_is_trained():
-    """The smoke extension model the browser test clicks with: cached after the first run; on
-    a fresh checkout this trains it, collected first, so that the browser test stays within its
-    time (11.5 min measured on a busy 2-core machine: over the 5-minute aim for one test)."""
-    assert _interactive_checkpoint().is_file()
 
 
 def _run_all_cells(page, tries: int = 4) -> None:
