@@ -174,14 +174,33 @@ def _parse_click(text: str) -> tuple[int, int, int]:
     return d, h, w
 
 
+class _LabelledClick(argparse.Action):
+    """``--click`` / ``--negative-click``: append ``(point, label)`` to one list, so the clicks
+    keep the order given on the command line (label ``const``: 1 positive, 0 negative)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        prompts = list(getattr(namespace, self.dest, None) or [])
+        prompts.append((values, self.const))
+        setattr(namespace, self.dest, prompts)
+
+
 def _predict(args: argparse.Namespace) -> int:
     from .inference.predict import load_for_inference, predict_file
 
+    prompts = args.prompts or []
+    if not any(label for _, label in prompts):
+        raise ValueError("give at least one --click d,h,w (a positive click on the lesion); "
+                         "a --negative-click alone marks no object")
+    clicks, labels = [p for p, _ in prompts], [label for _, label in prompts]
     model, spec = load_for_inference(args.checkpoint, args.sam_checkpoint, args.dataset,
                                      args.device)
-    res = predict_file(model, spec, args.image, args.click, out=args.out, mode=args.mode,
-                       device=args.device)
-    print(f"{res.path}: {int(res.mask.sum())} lesion voxels of {res.mask.size} "
+    res = predict_file(model, spec, args.image, clicks, out=args.out, mode=args.mode,
+                       device=args.device, labels=labels)
+    negative = len(labels) - sum(labels)
+    used = "" if res.clicks_used == len(clicks) else \
+        f", {res.clicks_used} of them inside the {args.mode} box"
+    print(f"{res.path}: {int(res.mask.sum())} lesion voxels of {res.mask.size} from "
+          f"{len(clicks)} click(s) ({len(clicks) - negative}+, {negative}−{used}) "
           f"({res.seconds:.1f} s)")
     return 0
 
@@ -262,8 +281,17 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--dataset", default=None,
                     help="use this dataset's constants instead of the checkpoint's")
     pr.add_argument("--image", required=True, help="NIfTI, NRRD/MHA file or DICOM folder")
-    pr.add_argument("--click", type=_parse_click, action="append", required=True,
-                    help="d,h,w = slice,row,column of the input file (repeatable)")
+    pr.add_argument("--click", type=_parse_click, action=_LabelledClick, const=1,
+                    dest="prompts", metavar="D,H,W",
+                    help="a positive click: d,h,w = slice,row,column of the input file "
+                    "(repeatable; at least one)")
+    pr.add_argument("--negative-click", type=_parse_click, action=_LabelledClick, const=0,
+                    dest="prompts", metavar="D,H,W",
+                    help="a negative click (\"not this\"), same coordinates (repeatable); "
+                    "needs a model with the negative-click extension (negative_clicks=True, "
+                    "e.g. tiny_interactive). Clicks of both kinds keep the order given: with "
+                    "--mode objects a negative click must come after a positive one whose "
+                    "box holds it")
     pr.add_argument("--mode", choices=("roi", "objects", "sliding"), default="roi")
     pr.add_argument("--device", default="cpu")
     pr.add_argument("--out", required=True, help="mask file (.nii.gz, .nrrd, .mha)")

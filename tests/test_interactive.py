@@ -4,12 +4,14 @@ synthetic mouse events, the widget buttons, and a segmentation with a stub model
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from sam3d.data.clicks import ClickError
 from sam3d.data.specs import get_spec
@@ -88,12 +90,41 @@ def test_state_clicks_slices_and_mask():
     mask = np.zeros(SHAPE, np.uint8)
     mask[11, 2:5, 7] = 1
     state.set_mask(mask)
-    assert state.summary() == "mask: 3 voxels from 1 click(s)"
+    assert state.summary() == "mask: 3 voxels, 1 click (1+, 0−)"
     assert state.mask_plane("axial")[2:5, 7].all() and state.mask_plane("axial").sum() == 3
     state.add_click((0, 0, 0))
     assert state.mask is None  # a new click invalidates the mask
     state.clear()
     assert state.clicks == [] and state.mask is None
+
+
+def test_state_labels_beside_clicks_and_undo_per_click():
+    state = ViewerState(SHAPE)
+    state.add_click((1, 2, 3))
+    state.add_plane_click("axial", 4.0, 5.0, positive=False)  # at d = 1, the planes moved
+    state.add_click((2, 2, 2), move=False, positive=np.bool_(True))
+    assert state.prompts == [((1, 2, 3), True), ((1, 5, 4), False), ((2, 2, 2), True)]
+    assert state.clicks == [(1, 2, 3), (1, 5, 4), (2, 2, 2)] and state.labels == [1, 0, 1]
+    np.testing.assert_array_equal(state.click_array(), [[1, 2, 3], [1, 5, 4], [2, 2, 2]])
+    labels = state.label_array()
+    assert labels.dtype == np.int64 and labels.tolist() == [1, 0, 1]
+    assert state.counts() == (2, 1) and state.describe_clicks() == "3 clicks (2+, 1−)"
+    assert state.summary() == "3 clicks (2+, 1−); press Segment"
+    np.testing.assert_array_equal(state.plane_clicks("axial", positive=True), [[3.0, 2.0]])
+    np.testing.assert_array_equal(state.plane_clicks("axial", positive=False), [[4.0, 5.0]])
+    assert state.plane_clicks("axial").shape == (2, 2)  # both kinds on d = 1
+    with pytest.raises(TypeError, match="positive must be True"):
+        state.add_click((0, 0, 0), positive=1)
+    with pytest.raises(ClickError, match="outside the volume"):
+        state.add_click((12, 0, 0), positive=False)
+    assert len(state.prompts) == 3  # a refused click adds nothing, label included
+    state.set_mask(np.ones(SHAPE, bool))
+    assert state.undo() == ((2, 2, 2), True) and state.mask is None
+    assert state.undo() == ((1, 5, 4), False)
+    assert state.prompts == [((1, 2, 3), True)] and state.label_array().tolist() == [1]
+    state.undo()
+    assert state.undo() is None and state.click_array().shape == (0, 3)
+    assert state.label_array().shape == (0,)
 
 
 def test_overlay_rgba_colours_only_the_mask():
@@ -123,7 +154,7 @@ def test_synthetic_mouse_event_adds_the_point(viewer, plane, x, y, expected):
 
 def test_mouse_event_off_the_image_or_other_button_is_ignored(viewer):
     viewer.simulate_click("axial", 35.0, 3.0)  # beyond the image: the event has no axes
-    viewer.simulate_click("axial", 3.0, 3.0, button=3)  # right button
+    viewer.simulate_click("axial", 3.0, 3.0, button=2)  # middle button
     assert viewer.state.clicks == [] and viewer.last_error is None
     from matplotlib.backend_bases import MouseEvent
 
@@ -172,8 +203,9 @@ def test_viewer_validates_arguments():
 def test_segment_with_a_stub_overlays_all_planes():
     calls = []
 
-    def stub(clicks: np.ndarray) -> np.ndarray:
+    def stub(clicks: np.ndarray, labels: np.ndarray) -> np.ndarray:
         calls.append(clicks.copy())
+        assert labels.tolist() == [1] * len(clicks)
         mask = np.zeros(SHAPE, bool)
         for d, h, w in clicks:
             mask[max(d - 1, 0):d + 2, max(h - 1, 0):h + 2, max(w - 1, 0):w + 2] = True
@@ -191,14 +223,14 @@ def test_segment_with_a_stub_overlays_all_planes():
     for plane in ("axial", "coronal", "sagittal"):  # planes through (6, 4, 5): second cube
         overlay = v._artists[plane]["overlay"].get_array()
         assert (overlay[..., 3] > 0).sum() == 9, plane
-    assert v.status.startswith("mask: 54 voxels from 2 click(s)")
+    assert re.fullmatch(r"mask: 54 voxels, 2 clicks \(2\+, 0−\), \d+\.\d s", v.status)
     v.clear()
     assert (v._artists["axial"]["overlay"].get_array()[..., 3] == 0).all()
     v.close()
 
 
 def test_widget_buttons_sliders_and_status():
-    v = ThreePlaneViewer(_image(), lambda c: np.ones(SHAPE, bool), live=False)
+    v = ThreePlaneViewer(_image(), lambda c, labels: np.ones(SHAPE, bool), live=False)
     box = v.widget
     w = v._w
     assert "sam3d-status" in w["status"]._dom_classes
@@ -215,6 +247,123 @@ def test_widget_buttons_sliders_and_status():
     assert v.state.clicks == [] and v.state.mask is None
     assert len(w["png"].value) > 1000  # the Agg picture is redrawn with the state
     assert box.children
+    v.close()
+
+
+class CubeSegment:
+    """A segment function with the negative-click extension: the union of 3×3×3 cubes around
+    the positive clicks, minus 3×3×3 cubes around the negative ones."""
+
+    negative_clicks = True
+
+    def __init__(self):
+        self.calls: list[tuple[list, list]] = []
+
+    def __call__(self, clicks: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        self.calls.append((clicks.tolist(), labels.tolist()))
+        mask = np.zeros(SHAPE, bool)
+        for want in (1, 0):
+            for d, h, w in clicks[labels == want]:
+                mask[max(d - 1, 0):d + 2, max(h - 1, 0):h + 2, max(w - 1, 0):w + 2] = bool(want)
+        return mask
+
+
+def _offsets(v, plane: str, kind: str) -> list:
+    return v._artists[plane][kind].get_offsets().tolist()
+
+
+def test_right_click_is_negative_drawn_in_its_own_colour():
+    from matplotlib.colors import to_rgba
+
+    from sam3d.interactive.state import NEGATIVE_COLOUR, POSITIVE_COLOUR
+
+    seg = CubeSegment()
+    v = ThreePlaneViewer(_image(), seg, live=False, position=(5, 7, 9), window=(0, 12000))
+    assert v.negative_clicks
+    v.simulate_click("axial", 10.0, 8.0)  # left: positive at (5, 8, 10)
+    v.simulate_click("axial", 11.0, 8.0, button=3)  # right: negative at (5, 8, 11)
+    assert v.state.prompts == [((5, 8, 10), True), ((5, 8, 11), False)]
+    assert v.status.startswith("negative click 2 at (d, h, w) = (5, 8, 11) on the axial plane")
+    assert "2 clicks (1+, 1−)" in v.status
+    assert _offsets(v, "axial", "dots") == [[10.0, 8.0]]
+    assert _offsets(v, "axial", "negative") == [[11.0, 8.0]]
+    dots, negative = v._artists["axial"]["dots"], v._artists["axial"]["negative"]
+    np.testing.assert_allclose(dots.get_facecolor()[0], to_rgba(POSITIVE_COLOUR))
+    np.testing.assert_allclose(negative.get_facecolor()[0], to_rgba(NEGATIVE_COLOUR))
+    assert POSITIVE_COLOUR != NEGATIVE_COLOUR
+    mask = v.segment()
+    assert seg.calls == [([[5, 8, 10], [5, 8, 11]], [1, 0])]
+    assert mask.sum() == 27 - 18  # the negative cube takes two of the three w-columns
+    assert re.fullmatch(r"mask: 9 voxels, 2 clicks \(1\+, 1−\), \d+\.\d s", v.status)
+    v.close()
+
+
+def test_negative_toggle_makes_left_clicks_negative():
+    seg = CubeSegment()
+    v = ThreePlaneViewer(_image(), seg, live=False, position=(5, 7, 9))
+    assert v.widget.children
+    w = v._w
+    assert not w["negative"].disabled and not w["negative"].value
+    assert "sam3d-negative" in w["negative"]._dom_classes
+    v.simulate_click("axial", 10.0, 8.0)
+    w["negative"].value = True  # the touchpad user's toggle
+    assert v.negative_mode and "left clicks add negative clicks" in v.status
+    v.simulate_click("coronal", 10.0, 5.0)  # d = 5, h = 8 (the planes moved to the click)
+    v.simulate_click("axial", 12.0, 8.0, button=3)  # a right click stays negative
+    assert v.state.labels == [1, 0, 0]
+    assert "− (d, h, w) = (5, 8, 10)" in w["clicks"].value
+    assert "magenta" in w["clicks"].value and "lime" in w["clicks"].value
+    v.set_negative_mode(False)
+    assert not w["negative"].value  # the widget follows the code
+    v.simulate_click("axial", 1.0, 1.0)
+    assert v.state.labels == [1, 0, 0, 1]
+    v.close()
+
+
+def test_undo_removes_one_click_with_its_label():
+    seg = CubeSegment()
+    v = ThreePlaneViewer(_image(), seg, live=False, position=(5, 7, 9))
+    assert v.widget.children
+    w = v._w
+    v.add_click((5, 8, 10))
+    v.add_click((5, 8, 11), positive=False)
+    v.add_click((5, 3, 3))
+    v.segment()
+    w["undo"].click()
+    assert v.state.prompts == [((5, 8, 10), True), ((5, 8, 11), False)]
+    assert v.state.mask is None and v.status.startswith("removed positive click at (d, h, w) = "
+                                                        "(5, 3, 3)")
+    w["undo"].click()
+    assert v.state.prompts == [((5, 8, 10), True)]
+    assert "removed negative click" in v.status and "1 click (1+, 0−)" in v.status
+    assert _offsets(v, "axial", "negative") == [] and _offsets(v, "axial", "dots") == [[10, 8]]
+    assert v.segment().sum() == 27 and seg.calls[-1] == ([[5, 8, 10]], [1])
+    w["undo"].click()
+    w["undo"].click()
+    assert v.state.prompts == [] and v.status.startswith("nothing to undo")
+    v.close()
+
+
+def test_positive_only_model_refuses_negative_clicks():
+    v = ThreePlaneViewer(_image(), lambda c, labels: np.ones(SHAPE, bool), live=False,
+                         position=(5, 7, 9))
+    assert v.widget.children
+    w = v._w
+    assert not v.negative_clicks and w["negative"].disabled
+    assert "positive clicks only (negative_clicks=False)" in w["legend"].value
+    v.simulate_click("axial", 3.0, 3.0, button=3)
+    assert v.state.prompts == []
+    assert v.status == ("error: this model takes positive clicks only (negative_clicks=False): "
+                        "negative click not added")
+    v.set_negative_mode(True)
+    assert not v.negative_mode and not w["negative"].value
+    assert "positive clicks only (negative_clicks=False)" in v.status
+    with pytest.raises(ClickError, match=r"negative_clicks=False"):
+        v.add_click((1, 1, 1), positive=False)
+    v.simulate_click("axial", 3.0, 3.0)
+    w["segment"].click()
+    assert v.state.labels == [1] and "mask: 7200 voxels" in v.status
+    assert w["negative"].disabled  # still disabled after a Segment press
     v.close()
 
 
@@ -249,6 +398,42 @@ def test_segmenter_with_stub_model_and_viewer(image_file):
     v.close()
     with pytest.raises(ValueError, match="promptable"):
         Segmenter(model, get_spec("lits"), image_file, mode="auto")
+
+
+class SignedCubeModel(CubeModel):
+    """:class:`CubeModel` with the negative-click extension: the cubes around the negative
+    clicks are background."""
+
+    negative_clicks = True
+
+    def forward(self, volume, points, labels=None):
+        if labels is None:
+            return super().forward(volume, points)
+        pos = super().forward(volume, points[:, labels[0] == 1])[:, 1] > 0
+        neg = super().forward(volume, points[:, labels[0] == 0])[:, 1] > 0
+        fg = (pos & ~neg).float()
+        return torch.stack([-10 * fg, 10 * fg - 10 * (1 - fg)], 1)
+
+
+def test_segmenter_with_negative_clicks_in_the_viewer(image_file):
+    seg = Segmenter(SignedCubeModel(crop=16, half=1), get_spec("lits"), image_file)
+    assert seg.negative_clicks
+    v = ThreePlaneViewer(seg.image, seg, live=False)
+    assert v.negative_clicks
+    v.simulate_click("axial", 17.0, 9.0)  # (6, 9, 17)
+    first = v.segment()
+    assert first.sum() == 27
+    v.simulate_click("axial", 18.0, 9.0, button=3)  # (6, 9, 18): inside the object's box
+    second = v.segment()
+    assert second.sum() < first.sum() and not second[6, 9, 17:19].any()
+    assert "2 clicks (1+, 1−)" in v.status and seg.seconds > 0
+    v.clear()
+    v.add_click((6, 9, 17), positive=False)  # a negative click alone is refused
+    with pytest.raises(ValueError, match="negative click alone"):
+        v.segment()
+    v.close()
+    paper = Segmenter(CubeModel(crop=16, half=1), get_spec("lits"), image_file)
+    assert not ThreePlaneViewer(paper.image, paper, live=False).negative_clicks
 
 
 def test_segmenter_matches_the_predict_command(image_file, tmp_path):

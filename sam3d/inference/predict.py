@@ -6,9 +6,11 @@
     result = predict_file(model, spec, "scan.nii.gz", [(40, 250, 230)], out="mask.nii.gz")
 
 Clicks are ``(d, h, w)`` = (slice, row, column) voxel indices of the input file (see
-:mod:`sam3d.inference.geometry`). Inputs: NIfTI, NRRD/MetaImage or a DICOM series folder.
-The mask has exactly the input's shape and geometry; it is written atomically, so a failure
-leaves no partial file.
+:mod:`sam3d.inference.geometry`); ``labels`` (one per click: 1 = positive, 0 = negative, None =
+all positive) need a model with the negative-click extension for any 0, and every negative
+click corrects an object a positive click marks (:mod:`sam3d.inference.predictor`).
+Inputs: NIfTI, NRRD/MetaImage or a DICOM series folder. The mask has exactly the input's shape
+and geometry; it is written atomically, so a failure leaves no partial file.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class PredictResult:
     mask: np.ndarray  # X×Y×Z uint8 on the input grid
     reference: Volume
     model_clicks: np.ndarray  # k×3 (d, h, w) on the model grid
+    labels: np.ndarray  # (k,) int64: 1 = positive, 0 = negative
+    clicks_used: int  # "roi": the clicks inside the one box; else all of them
     seconds: float
     path: Path | None = None
 
@@ -127,22 +131,29 @@ def _statistics_from(spec: DatasetSpec, data_dir: str | Path, split) -> DatasetS
 
 def predict_file(model: torch.nn.Module, spec: DatasetSpec, image: str | Path, clicks,
                  out: str | Path | None = None, mode: str = "roi", device="cpu",
-                 ) -> PredictResult:
-    """Segment the lesion under ``clicks`` in ``image``; write ``out`` if given."""
+                 labels=None) -> PredictResult:
+    """Segment the lesion under ``clicks`` (``k×3``) labelled ``labels`` (``(k,)``, 1 =
+    positive, 0 = negative; None = all positive) in ``image``; write ``out`` if given.
+
+    Every input is checked before the image goes through the test chain: the clicks, the
+    labels (for this model) and ``out``; a negative click in no object's box (``"objects"``)
+    is refused before any encoder pass. A failure writes nothing."""
     t0 = time.time()
     reference = load_volume(image, "image")  # clear errors before any transform runs
     pts = check_clicks(clicks, user_shape(reference))
+    predictor = Predictor(model, spec, device)
+    positive = predictor.check_labels(labels, len(pts))
     if out is not None:
         _check_out(out)
-    predictor = Predictor(model, spec, device)
     data = predictor.load(str(image))
     model_pts = user_to_model(pts, reference.affine, model_affine(data["image"]),
                               tuple(data["image"].shape[1:]), user_shape(reference))
-    prob = predictor.probabilities(data["image"], model_pts, mode)
+    prob = predictor.probabilities(data["image"], model_pts, mode, positive.astype(np.int64))
     mask = predictor.to_input_grid(data, prob)
     if mask.shape != reference.shape:
         raise RuntimeError(f"internal error: mask {mask.shape} vs image {reference.shape}")
-    result = PredictResult(mask, reference, model_pts, time.time() - t0)
+    result = PredictResult(mask, reference, model_pts, positive.astype(np.int64),
+                           predictor.clicks_used, time.time() - t0)
     if out is not None:
         result.path = save_mask(mask, reference, out)
     return result

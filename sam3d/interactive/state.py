@@ -25,8 +25,11 @@ from ..data.clicks import ClickError, check_clicks
 from ..viz import PLANES
 
 AXES = "dhw"
-#: Overlay colours (RGBA) of the predicted mask and of the ground truth outline.
+#: Overlay colour (RGBA) of the predicted mask.
 MASK_RGBA = (1.0, 0.15, 0.15, 0.5)
+#: Marker colours of positive and negative clicks (the status and click list use the same).
+POSITIVE_COLOUR = "lime"
+NEGATIVE_COLOUR = "magenta"
 
 
 def plane_axis(plane: str) -> int:
@@ -91,22 +94,35 @@ def _shape(shape: object) -> tuple[int, int, int]:
 
 
 class ViewerState:
-    """Slice positions, the list of clicks and the current mask of one ``D×H×W`` volume.
+    """Slice positions, the clicks with their labels and the current mask of one ``D×H×W``
+    volume.
 
-    ``position`` starts at the centre (or ``position``); ``clicks`` is a list of ``(d, h, w)``;
-    ``mask`` is ``None`` or a bool ``D×H×W`` array. Every mutator validates its input and a
-    new click or :meth:`clear` drops the mask (it no longer matches the clicks).
+    ``position`` starts at the centre (or ``position``). ``prompts`` is the list of clicks in
+    the order given, each ``((d, h, w), positive)``: one list, so a click and its label are
+    added and undone together; :attr:`clicks` and :attr:`labels` are views of it. ``mask`` is
+    ``None`` or a bool ``D×H×W`` array. Every mutator validates its input, and a new click,
+    :meth:`undo` or :meth:`clear` drops the mask (it no longer matches the clicks).
     """
 
     def __init__(self, shape: tuple[int, int, int], position: object = None):
         self.shape = _shape(shape)
         self.position = (tuple(s // 2 for s in self.shape) if position is None
                          else self._point(position))
-        self.clicks: list[tuple[int, int, int]] = []
+        self.prompts: list[tuple[tuple[int, int, int], bool]] = []
         self.mask: np.ndarray | None = None
 
     def _point(self, point: object) -> tuple[int, int, int]:
         return tuple(int(v) for v in check_clicks([point], self.shape)[0])  # type: ignore
+
+    @property
+    def clicks(self) -> list[tuple[int, int, int]]:
+        """The clicked voxels ``(d, h, w)``, in order (a copy)."""
+        return [p for p, _ in self.prompts]
+
+    @property
+    def labels(self) -> list[int]:
+        """One label per click: 1 = positive, 0 = negative (a copy)."""
+        return [int(positive) for _, positive in self.prompts]
 
     # ------------------------------------------------------------------------ mutators
     def set_slice(self, plane: str, index: object) -> None:
@@ -124,23 +140,36 @@ class ViewerState:
         """Move all three planes through the voxel ``(d, h, w)``."""
         self.position = self._point(point)
 
-    def add_click(self, point: object, move: bool = True) -> tuple[int, int, int]:
-        """Add a 3D click ``(d, h, w)``; with ``move`` every plane goes through it."""
+    def add_click(self, point: object, move: bool = True, *, positive: object = True
+                  ) -> tuple[int, int, int]:
+        """Add a 3D click ``(d, h, w)``, positive (``True``) or negative (``False``); with
+        ``move`` every plane goes through it."""
+        if not isinstance(positive, bool | np.bool_):
+            raise TypeError(f"positive must be True (positive click) or False (negative), "
+                            f"got {positive!r}")
         p = self._point(point)
-        self.clicks.append(p)
+        self.prompts.append((p, bool(positive)))
         self.mask = None
         if move:
             self.position = p
         return p
 
-    def add_plane_click(self, plane: str, x: object, y: object, move: bool = True
-                        ) -> tuple[int, int, int]:
+    def add_plane_click(self, plane: str, x: object, y: object, move: bool = True, *,
+                        positive: object = True) -> tuple[int, int, int]:
         """Add the click at data coordinates ``(x, y)`` of ``plane`` (:func:`plane_click`)."""
-        return self.add_click(plane_click(plane, x, y, self.position, self.shape), move)
+        return self.add_click(plane_click(plane, x, y, self.position, self.shape), move,
+                              positive=positive)
+
+    def undo(self) -> tuple[tuple[int, int, int], bool] | None:
+        """Remove the last click with its label; returns it (``None`` when there was none)."""
+        if not self.prompts:
+            return None
+        self.mask = None
+        return self.prompts.pop()
 
     def clear(self) -> None:
         """Forget every click and the mask."""
-        self.clicks.clear()
+        self.prompts.clear()
         self.mask = None
 
     def set_mask(self, mask: object) -> None:
@@ -157,12 +186,26 @@ class ViewerState:
         """The clicks as a ``k×3`` int64 array (d, h, w)."""
         return np.asarray(self.clicks, dtype=np.int64).reshape(-1, 3)
 
-    def plane_clicks(self, plane: str, within: int = 0) -> np.ndarray:
-        """``m×2`` ``(x, y)`` of the clicks within ``within`` slices of ``plane``'s position."""
+    def label_array(self) -> np.ndarray:
+        """The labels as a ``(k,)`` int64 array, row for row with :meth:`click_array`:
+        1 = positive, 0 = negative."""
+        return np.asarray(self.labels, dtype=np.int64).reshape(-1)
+
+    def counts(self) -> tuple[int, int]:
+        """``(positive, negative)`` click counts."""
+        positive = sum(self.labels)
+        return positive, len(self.prompts) - positive
+
+    def plane_clicks(self, plane: str, within: int = 0, positive: bool | None = None
+                     ) -> np.ndarray:
+        """``m×2`` ``(x, y)`` of the clicks within ``within`` slices of ``plane``'s position:
+        all of them (``positive=None``), the positive or the negative ones."""
         axis = plane_axis(plane)
         vertical, horizontal = shown_axes(plane)
         pts = self.click_array()
         keep = np.abs(pts[:, axis] - self.position[axis]) <= within
+        if positive is not None:
+            keep &= self.label_array() == int(positive)
         return np.stack([pts[keep, horizontal], pts[keep, vertical]], axis=1).astype(float)
 
     def mask_plane(self, plane: str) -> np.ndarray:
@@ -178,10 +221,16 @@ class ViewerState:
         vertical, horizontal = shown_axes(plane)
         return self.position[horizontal], self.position[vertical]
 
+    def describe_clicks(self) -> str:
+        """``"3 clicks (2+, 1−)"``."""
+        positive, negative = self.counts()
+        k = positive + negative
+        return f"{k} click{'' if k == 1 else 's'} ({positive}+, {negative}−)"
+
     def summary(self) -> str:
         """One line for the status widget."""
         if self.mask is not None:
-            return (f"mask: {int(self.mask.sum())} voxels from {len(self.clicks)} click(s)")
-        if self.clicks:
-            return f"{len(self.clicks)} click(s); press Segment"
+            return f"mask: {int(self.mask.sum())} voxels, {self.describe_clicks()}"
+        if self.prompts:
+            return f"{self.describe_clicks()}; press Segment"
         return "click on a plane to add a point"

@@ -6,10 +6,15 @@
     viewer = ThreePlaneViewer(segmenter.image, segmenter)
     viewer.show()
 
-A left click on any plane adds the 3D point under the mouse (the clicked plane's slice gives
-the third coordinate, :func:`sam3d.interactive.state.plane_click`) and moves the other planes
-through it; the mouse wheel steps a plane's slice; *Segment* calls ``segment(clicks)`` and
-overlays the mask on all three planes; *Undo* drops the last click, *Clear* all of them.
+A left click on any plane adds a positive click at the 3D point under the mouse (the clicked
+plane's slice gives the third coordinate, :func:`sam3d.interactive.state.plane_click`) and moves
+the other planes through it; a right click (or a left click while the *negative clicks* toggle
+is on, for touchpads) adds a negative click, which tells the model "not this" — when the model
+has the negative-click extension (``segment.negative_clicks``; otherwise the click is refused
+in the status line). Positive clicks are drawn as lime dots, negative ones as magenta crosses.
+The mouse wheel steps a plane's slice; *Segment* calls ``segment(clicks, labels)`` and overlays
+the mask on all three planes, the status line giving its size, the click counts and the time
+the call took; *Undo* removes the last click (with its label), *Clear* all of them.
 
 Without ipympl (papermill, tests, the book build) the figure is a plain Agg figure: the same
 logic runs, clicks come from :meth:`ThreePlaneViewer.add_click` or from synthetic mouse events
@@ -27,7 +32,14 @@ import numpy as np
 
 from ..data.clicks import ClickError
 from ..viz import ABDOMEN_WINDOW, PLANES
-from .state import AXES, ViewerState, overlay_rgba, plane_axis
+from .state import (
+    AXES,
+    NEGATIVE_COLOUR,
+    POSITIVE_COLOUR,
+    ViewerState,
+    overlay_rgba,
+    plane_axis,
+)
 
 #: Figure size (inches) and each plane's axes rectangle (figure fractions: left, bottom,
 #: width, height). The images keep square voxels and sit centred in their rectangle, so the
@@ -40,7 +52,12 @@ AXES_RECTS = {
 }
 STATUS_CLASS = "sam3d-status"  # CSS classes the browser test looks for
 SEGMENT_CLASS = "sam3d-segment"
-Segment = Callable[[np.ndarray], np.ndarray]
+NEGATIVE_CLASS = "sam3d-negative"
+#: ``segment(clicks k×3 int64 (d, h, w), labels (k,) int64 1/0) → D×H×W mask``.
+Segment = Callable[[np.ndarray, np.ndarray], np.ndarray]
+#: The mouse button of a negative click (matplotlib's ``MouseButton.RIGHT``).
+RIGHT_BUTTON = 3
+POSITIVE_ONLY = "this model takes positive clicks only (negative_clicks=False)"
 
 
 def is_widget_backend() -> bool:
@@ -54,8 +71,10 @@ def is_widget_backend() -> bool:
 class ThreePlaneViewer:
     """Axial, coronal and sagittal planes of a ``D×H×W`` image with click prompts.
 
-    ``segment``: ``k×3`` (d, h, w) int64 clicks → ``D×H×W`` mask (e.g. a
-    :class:`sam3d.interactive.segment.Segmenter`); ``None`` disables *Segment*. ``window``:
+    ``segment``: ``(clicks, labels)`` → ``D×H×W`` mask, with ``k×3`` (d, h, w) int64 clicks
+    and ``(k,)`` int64 labels (1 = positive, 0 = negative), e.g. a
+    :class:`sam3d.interactive.segment.Segmenter`; its ``negative_clicks`` attribute (False when
+    absent) says whether it takes negative clicks. ``None`` disables *Segment*. ``window``:
     grey-level range (HU); ``position``: the starting ``(d, h, w)`` of the planes;
     ``reference``: an optional ``D×H×W`` ground-truth mask drawn as a yellow outline.
     """
@@ -84,6 +103,8 @@ class ThreePlaneViewer:
         self.status = "click on a plane to add a point"
         self.last_error: str | None = None
         self.segment_seconds = 0.0
+        self.negative_clicks = bool(getattr(segment, "negative_clicks", False))
+        self.negative_mode = False  # the "negative clicks" toggle: left clicks are negative
         self._widget = None
         self._syncing = False
         self.figure, self.axes = self._make_figure()
@@ -126,11 +147,14 @@ class ThreePlaneViewer:
                          interpolation="nearest")
         hline = ax.axhline(0, color="deepskyblue", lw=0.6, alpha=0.7)
         vline = ax.axvline(0, color="deepskyblue", lw=0.6, alpha=0.7)
-        dots = ax.scatter([], [], s=30, c="lime", edgecolors="black", linewidths=0.6, zorder=3)
+        dots = ax.scatter([], [], s=30, c=POSITIVE_COLOUR, edgecolors="black", linewidths=0.6,
+                          zorder=3)
+        negative = ax.scatter([], [], s=40, c=NEGATIVE_COLOUR, marker="X", edgecolors="black",
+                              linewidths=0.6, zorder=3)
         ax.set_xticks([])
         ax.set_yticks([])
         return {"image": img, "overlay": over, "hline": hline, "vline": vline, "dots": dots,
-                "outline": None}
+                "negative": negative, "outline": None}
 
     def refresh(self) -> None:
         """Redraw every plane from :attr:`state` and update the widgets."""
@@ -142,7 +166,8 @@ class ThreePlaneViewer:
             x, y = self.state.crosshair(plane)
             art["hline"].set_ydata([y, y])
             art["vline"].set_xdata([x, x])
-            art["dots"].set_offsets(self.state.plane_clicks(plane).reshape(-1, 2))
+            art["dots"].set_offsets(self.state.plane_clicks(plane, positive=True))
+            art["negative"].set_offsets(self.state.plane_clicks(plane, positive=False))
             self._draw_outline(plane, index)
             self.axes[plane].set_title(f"{plane} ({AXES[axis]} = {index})", fontsize=9)
         self.figure.canvas.draw_idle()
@@ -161,20 +186,43 @@ class ThreePlaneViewer:
                                                       colors="yellow", linewidths=0.8)
 
     # ------------------------------------------------------------------------ actions
-    def add_click(self, point) -> tuple[int, int, int]:
-        """Add a 3D click ``(d, h, w)`` (validated; :class:`ClickError` if outside)."""
-        p = self.state.add_click(point)
-        self._set_status(f"click {len(self.state.clicks)} at (d, h, w) = {p}; press Segment")
+    def _check_kind(self, positive: bool) -> None:
+        if not positive and not self.negative_clicks:
+            raise ClickError(f"{POSITIVE_ONLY}: negative click not added")
+
+    def _added(self, p: tuple[int, int, int], positive: bool, where: str = "") -> None:
+        kind = "positive" if positive else "negative"
+        self._set_status(f"{kind} click {len(self.state.prompts)} at (d, h, w) = {p}{where}; "
+                         f"{self.state.describe_clicks()}; press Segment")
         self.refresh()
+
+    def add_click(self, point, positive: bool = True) -> tuple[int, int, int]:
+        """Add a 3D click ``(d, h, w)``, positive or negative (validated; :class:`ClickError`
+        if outside the volume, or negative with a model without the extension)."""
+        self._check_kind(positive)
+        p = self.state.add_click(point, positive=positive)
+        self._added(p, positive)
         return p
 
-    def add_plane_click(self, plane: str, x: float, y: float) -> tuple[int, int, int]:
+    def add_plane_click(self, plane: str, x: float, y: float,
+                        positive: bool = True) -> tuple[int, int, int]:
         """Add the click at data coordinates ``(x, y)`` of ``plane``."""
-        p = self.state.add_plane_click(plane, x, y)
-        self._set_status(f"click {len(self.state.clicks)} at (d, h, w) = {p} on the {plane} "
-                         "plane; press Segment")
-        self.refresh()
+        self._check_kind(positive)
+        p = self.state.add_plane_click(plane, x, y, positive=positive)
+        self._added(p, positive, f" on the {plane} plane")
         return p
+
+    def set_negative_mode(self, on: bool) -> None:
+        """The *negative clicks* toggle: while on, a left click adds a negative click."""
+        if on and not self.negative_clicks:
+            self.negative_mode = False
+            self._set_status(f"{POSITIVE_ONLY}: the negative-click toggle stays off")
+        else:
+            self.negative_mode = bool(on)
+            self._set_status("left clicks add negative clicks (toggle off for positive ones)"
+                             if self.negative_mode else "left clicks add positive clicks")
+        if self._widget is not None and self._w["negative"].value != self.negative_mode:
+            self._w["negative"].value = self.negative_mode
 
     def go_to(self, point) -> None:
         """Move all three planes through ``(d, h, w)``."""
@@ -186,10 +234,14 @@ class ThreePlaneViewer:
         self.refresh()
 
     def undo(self) -> None:
-        if self.state.clicks:
-            self.state.clicks.pop()
-            self.state.mask = None
-        self._set_status(self.state.summary())
+        """Remove the last click (positive or negative) and the mask it no longer matches."""
+        last = self.state.undo()
+        if last is None:
+            self._set_status("nothing to undo: " + self.state.summary())
+        else:
+            kind = "positive" if last[1] else "negative"
+            self._set_status(f"removed {kind} click at (d, h, w) = {last[0]}; "
+                             + self.state.summary())
         self.refresh()
 
     def clear(self) -> None:
@@ -201,15 +253,15 @@ class ThreePlaneViewer:
         """Run ``segment`` on the clicks, store and overlay the mask; returns it (bool D×H×W)."""
         if self._segment is None:
             raise RuntimeError("this viewer has no segmentation function (segment=None)")
-        clicks = self.state.click_array()
+        clicks, labels = self.state.click_array(), self.state.label_array()
         if len(clicks) == 0:
             raise ClickError("no click: add at least one point before segmenting")
-        self._set_status(f"segmenting with {len(clicks)} click(s)…")
+        self._set_status(f"segmenting with {self.state.describe_clicks()}…")
         t0 = time.perf_counter()
-        mask = self._segment(clicks)
+        mask = self._segment(clicks, labels)
         self.segment_seconds = time.perf_counter() - t0
         self.state.set_mask(mask)
-        self._set_status(f"{self.state.summary()} ({self.segment_seconds:.1f} s)")
+        self._set_status(f"{self.state.summary()}, {self.segment_seconds:.1f} s")
         self.refresh()
         return self.state.mask
 
@@ -223,10 +275,13 @@ class ThreePlaneViewer:
     def _on_press(self, event) -> None:
         plane = self.plane_of(event.inaxes)
         toolbar = getattr(self.figure.canvas, "toolbar", None)
-        if plane is None or getattr(event, "button", None) != 1 or getattr(toolbar, "mode", ""):
+        button = getattr(event, "button", None)
+        zooming = bool(getattr(toolbar, "mode", ""))  # a pan/zoom drag, not a click
+        if plane is None or button not in (1, RIGHT_BUTTON) or zooming:
             return
+        positive = button == 1 and not self.negative_mode
         try:
-            self.add_plane_click(plane, event.xdata, event.ydata)
+            self.add_plane_click(plane, event.xdata, event.ydata, positive)
             self.last_error = None
         except ClickError as exc:
             self.last_error = str(exc)
@@ -248,8 +303,9 @@ class ThreePlaneViewer:
         return float(px), float(py)
 
     def simulate_click(self, plane: str, x: float, y: float, button: int = 1):
-        """Feed a synthetic left click at data ``(x, y)`` of ``plane`` through the canvas
-        callbacks, as a GUI backend does. Returns the :class:`MouseEvent`."""
+        """Feed a synthetic click at data ``(x, y)`` of ``plane`` through the canvas
+        callbacks, as a GUI backend does (``button`` 1 left, 3 right). Returns the
+        :class:`MouseEvent`."""
         from matplotlib.backend_bases import MouseEvent
 
         px, py = self.data_to_display(plane, x, y)
@@ -280,13 +336,16 @@ class ThreePlaneViewer:
                 self._w[plane].value = int(self.state.position[plane_axis(plane)])
         finally:
             self._syncing = False
-        items = "".join(f"<li>(d, h, w) = {tuple(c)}</li>" for c in self.state.clicks)
+        items = "".join(
+            f"<li style='color:{POSITIVE_COLOUR if positive else NEGATIVE_COLOUR}'>"
+            f"<span style='color:initial'>{'+' if positive else '−'} (d, h, w) = {p}</span></li>"
+            for p, positive in self.state.prompts)
         self._w["clicks"].value = f"<ol>{items}</ol>" if items else "<i>no clicks yet</i>"
         if "png" in self._w:
             self._w["png"].value = self.to_png()
 
     def _press(self, action: Callable[[], object]) -> None:
-        buttons = [self._w[k] for k in ("segment", "undo", "clear")]
+        buttons = [self._w[k] for k in ("segment", "undo", "clear", "negative")]
         for b in buttons:
             b.disabled = True
         try:
@@ -298,6 +357,7 @@ class ThreePlaneViewer:
             for b in buttons:
                 b.disabled = False
             self._w["segment"].disabled = self._segment is None
+            self._w["negative"].disabled = not self.negative_clicks
 
     @property
     def widget(self):
@@ -326,20 +386,38 @@ class ThreePlaneViewer:
         w["segment"].add_class(SEGMENT_CLASS)
         w["undo"] = W.Button(description="Undo")
         w["clear"] = W.Button(description="Clear", button_style="warning")
+        w["negative"] = W.ToggleButton(
+            value=self.negative_mode, description="negative clicks", icon="minus",
+            disabled=not self.negative_clicks,
+            tooltip=("on: a left click adds a negative click (as a right click does)"
+                     if self.negative_clicks else POSITIVE_ONLY))
+        w["negative"].add_class(NEGATIVE_CLASS)
+        w["negative"].observe(lambda change: self.set_negative_mode(change["new"]),
+                              names="value")
         w["segment"].on_click(lambda _: self._press(self.segment))
         w["undo"].on_click(lambda _: self._press(self.undo))
         w["clear"].on_click(lambda _: self._press(self.clear))
         w["status"] = W.HTML()
         w["status"].add_class(STATUS_CLASS)
+        w["legend"] = W.HTML(self._legend())
         w["clicks"] = W.HTML()
         if isinstance(self.figure.canvas, W.DOMWidget):
             view = self.figure.canvas
         else:  # Agg: a picture of the figure, redrawn with the state (no mouse clicks)
             w["png"] = view = W.Image(format="png")
         controls = W.VBox([W.HBox([w[p] for p in PLANES]),
-                           W.HBox([w["segment"], w["undo"], w["clear"]]),
-                           w["status"], w["clicks"]])
+                           W.HBox([w["segment"], w["undo"], w["clear"], w["negative"]]),
+                           w["status"], w["legend"], w["clicks"]])
         return W.VBox([view, controls])
+
+    def _legend(self) -> str:
+        negative = ("right click (or the toggle) = negative" if self.negative_clicks
+                    else f"negative clicks: off — {POSITIVE_ONLY}")
+        return (f"<span style='color:{POSITIVE_COLOUR}'>●</span> left click = positive &nbsp; "
+                f"<span style='color:{NEGATIVE_COLOUR}'>✖</span> {html.escape(negative)} "
+                "&nbsp; <span style='color:red'>■</span> mask"
+                + (" &nbsp; <span style='color:#c9a800'>□</span> reference outline"
+                   if self.reference is not None else ""))
 
     def _slider_moved(self, plane: str):
         def moved(change) -> None:

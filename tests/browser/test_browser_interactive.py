@@ -1,10 +1,16 @@
 """Real browser: JupyterLab on localhost, driven by Debian's headless Chromium through Playwright,
-runs the interactive chapter live (``INTERACTIVE = True``), clicks on the axial plane, presses
-*Segment* and sees the mask overlay appear. The screenshot is kept as a test artefact
-(``outputs/test-artifacts/interactive.png``).
+runs the interactive chapter live (``INTERACTIVE = True``), left-clicks the tumour on the axial
+plane, presses *Segment* and sees the mask overlay appear, then right-clicks a negative click
+inside the mask, presses *Segment* again and sees the mask shrink, and undoes it. The
+screenshots are kept as test artefacts (``outputs/test-artifacts/interactive*.png``).
 
-The model is an untrained ``tiny`` checkpoint made here: the test checks the user interface
-(click → point → Segment → overlay), not segmentation quality.
+The model is the book's smoke model of the negative-click extension (``book_interactive``:
+``tiny_interactive`` trained a few minutes on phantoms with simulated clicks, cached in
+``outputs/runs``; ``tests/engine/test_interaction.py``'s warms-cache test, collected first,
+trains it on a fresh checkout so that the browser test stays within its time). Where the
+negative click goes is planned headless beforehand with the same model and clicks
+(:func:`_plan`): the test checks the user interface (left click → positive point, right
+click → negative point → Segment → overlay), not segmentation quality.
 """
 
 from __future__ import annotations
@@ -25,11 +31,16 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
-import torch
 from papermill.iorw import load_notebook_node
 from papermill.parameterize import parameterize_notebook
 
-from sam3d.interactive.viewer import AXES_RECTS, SEGMENT_CLASS, STATUS_CLASS
+from sam3d.interactive.viewer import (
+    AXES_RECTS,
+    FIGSIZE,
+    NEGATIVE_CLASS,
+    SEGMENT_CLASS,
+    STATUS_CLASS,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "09_interactive.ipynb"
@@ -41,6 +52,10 @@ ARTIFACTS = ROOT / "outputs" / "test-artifacts"
 SERVER_START_S = 120
 RUN_ALL_S = 420  # imports, the headless segmentation and the live viewer on 2 busy cores
 SEGMENT_S = 180
+CASE = "lits117"
+POSITIVE = (97, 106, 48)  # the chapter's default click: centre of the largest tumour (d, h, w)
+PREDICT_MODE = "roi"  # the chapter's default
+MIN_SHRINK = 20  # voxels the planned negative click must take off the mask on its axial slice
 
 
 def _free_port() -> int:
@@ -54,19 +69,57 @@ def _get(url: str, timeout: float = 5.0) -> bytes:
         return r.read()
 
 
-def _untrained_checkpoint(path: Path) -> Path:
-    from sam3d import build_sam3d
-    from sam3d.checkpoint import save_checkpoint
+def _interactive_checkpoint() -> Path:
+    """The book's smoke model of the negative-click extension (trained on first use)."""
+    from sam3d.experiments.training import smoke_model
 
-    torch.manual_seed(0)
-    save_checkpoint(build_sam3d("tiny"), path)
-    return path
+    return Path(smoke_model("book_interactive")["checkpoint"])
+
+
+def _plan(checkpoint: Path, positive: tuple[int, int, int]) -> dict:
+    """Headless, as the chapter's live viewer segments: the mask of ``positive`` and a negative
+    click on its axial slice that shrinks the mask there by at least ``MIN_SHRINK`` voxels.
+    The candidates lie inside the mask with their 3×3 axial neighbours (a click a pixel off
+    still lands in it), farthest from the positive click first."""
+    from scipy import ndimage
+
+    from sam3d.interactive import Segmenter
+    from sam3d.interactive.chapter import sample_case
+
+    image, _, _ = sample_case(ROOT / "data", CASE)
+    seg = Segmenter.from_checkpoint(checkpoint, image, dataset="lits", mode=PREDICT_MODE)
+    first = seg([positive])
+    d = positive[0]
+    inner = ndimage.binary_erosion(first[d], np.ones((3, 3), bool))
+    candidates = np.argwhere(inner)
+    far = np.argsort(-np.hypot(*(candidates - np.asarray(positive[1:])).T))
+    for h, w in candidates[far[:: max(1, len(far) // 8)]][:8]:  # spread over the distances
+        negative = (d, int(h), int(w))
+        second = seg([positive, negative], [1, 0])
+        if second[d].sum() <= first[d].sum() - MIN_SHRINK:
+            return {"negative": negative, "first": int(first.sum()),
+                    "second": int(second.sum()), "seconds": seg.seconds}
+    pytest.fail(f"{checkpoint}: no negative click inside the mask of {positive} "
+                f"({int(first[d].sum())} voxels on slice d = {d}) shrinks it by {MIN_SHRINK} "
+                "voxels: the smoke extension model does not use negative clicks")
+
+
+def _axial_pixel(box: dict, shape: tuple[int, int, int], h: int, w: int) -> tuple[float, float]:
+    """Page position of voxel ``(h, w)`` on the axial plane: the image keeps square voxels and
+    sits centred in its axes rectangle (``AXES_RECTS``) of the ``FIGSIZE`` figure."""
+    left, bottom, width, height = AXES_RECTS["axial"]
+    inches = min(width * FIGSIZE[0] / shape[2], height * FIGSIZE[1] / shape[1])  # per voxel
+    pixels = inches * box["width"] / FIGSIZE[0]
+    x = box["x"] + (left + width / 2) * box["width"] + (w - (shape[2] - 1) / 2) * pixels
+    y = box["y"] + (1 - (bottom + height / 2)) * box["height"] - (h - (shape[1] - 1) / 2) * pixels
+    return x, y
 
 
 def _notebook_copy(folder: Path, checkpoint: Path) -> Path:
     nb = parameterize_notebook(load_notebook_node(str(NOTEBOOK)), {
         "MODE": "smoke", "CHECKPOINT": str(checkpoint), "PREPROCESSING": "lits",
         "DATA_DIR": str(ROOT / "data"), "INTERACTIVE": True, "ITK_VIEWER": False,
+        "CASE": CASE, "DEFAULT_CLICKS": [list(POSITIVE)], "PREDICT_MODE": PREDICT_MODE,
     })
     out = folder / NOTEBOOK.name
     nbformat.write(nb, out)
@@ -75,10 +128,13 @@ def _notebook_copy(folder: Path, checkpoint: Path) -> Path:
 
 @pytest.fixture
 def lab_server(tmp_path):
-    """``(base url, token)`` of a JupyterLab serving ``tmp_path/work`` on a free port."""
+    """``(base url, token, tmp_path, plan)`` of a JupyterLab serving ``tmp_path/work`` on a
+    free port, with the chapter parameterised for the smoke extension model."""
     work = tmp_path / "work"
     work.mkdir()
-    _notebook_copy(work, _untrained_checkpoint(tmp_path / "tiny_untrained.pt"))
+    checkpoint = _interactive_checkpoint()
+    plan = _plan(checkpoint, POSITIVE)
+    _notebook_copy(work, checkpoint)
     port, token = _free_port(), secrets.token_hex(16)
     env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "jconfig"),
            "JUPYTER_DATA_DIR": str(tmp_path / "jdata"),
@@ -107,7 +163,7 @@ def lab_server(tmp_path):
                 if time.time() > deadline:
                     pytest.fail(f"JupyterLab did not answer on {base} in {SERVER_START_S} s")
                 time.sleep(0.5)
-        yield base, token, tmp_path
+        yield base, token, tmp_path, plan
     finally:
         _stop(proc, base, token)
         log.close()
@@ -131,13 +187,34 @@ def _stop(proc: subprocess.Popen, base: str, token: str) -> None:
     proc.wait(timeout=30)
 
 
-def _red_pixels(png: bytes) -> int:
-    """Pixels of a screenshot where red clearly dominates (the mask overlay's colour)."""
+def _red_pixels(png: bytes, plane: str | None = None) -> int:
+    """Pixels of a canvas screenshot where red clearly dominates (the mask overlay's colour),
+    on the whole figure or within one plane's axes rectangle."""
     from PIL import Image
 
     rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    if plane is not None:
+        left, bottom, width, height = AXES_RECTS[plane]
+        rows, cols = rgb.shape[:2]
+        rgb = rgb[int((1 - bottom - height) * rows):int((1 - bottom) * rows),
+                  int(left * cols):int((left + width) * cols)]
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     return int(((r - g > 60) & (r - b > 60)).sum())
+
+
+def _voxels(status) -> int:
+    return int(re.search(r"mask: (\d+) voxels", status.inner_text()).group(1))
+
+
+def _redrawn(canvas, changed, plane: str | None = None, wait_s: float = 60) -> bytes:
+    """A canvas screenshot once ``changed(red pixels)`` holds (the canvas redraws after the
+    status line changes), or the last one after ``wait_s``."""
+    deadline = time.time() + wait_s
+    while True:
+        shot = canvas.screenshot()
+        if changed(_red_pixels(shot, plane)) or time.time() > deadline:
+            return shot
+        time.sleep(0.5)
 
 
 def _run_all_cells(page, tries: int = 4) -> None:
@@ -181,10 +258,10 @@ def test_click_segment_overlay_in_jupyterlab(lab_server):
                     "chromium); CI's .ci/run installs it before make test")
     from playwright.sync_api import expect, sync_playwright
 
-    base, token, tmp = lab_server
+    base, token, tmp, plan = lab_server
     t0 = time.time()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shot = ARTIFACTS / "interactive.png"
+    shot, shot_negative = ARTIFACTS / "interactive.png", ARTIFACTS / "interactive-negative.png"
     with sync_playwright() as pw:
         browser = pw.chromium.launch_persistent_context(
             str(tmp / "chromium-profile"), executable_path=str(CHROMIUM), headless=True,
@@ -200,30 +277,41 @@ def test_click_segment_overlay_in_jupyterlab(lab_server):
             canvas = page.locator(".jupyter-matplotlib-canvas-div").last
             canvas.scroll_into_view_if_needed()
             expect(canvas).to_be_visible(timeout=60_000)
+            expect(page.locator(f".{NEGATIVE_CLASS}")).to_be_enabled()  # the model has it
+            output = page.locator(".jp-OutputArea-output").filter(has=canvas).last
             time.sleep(1.0)  # the first frame of the figure
             box = canvas.bounding_box()
-            left, bottom, width, height = AXES_RECTS["axial"]
-            x = box["x"] + (left + width / 2) * box["width"]
-            y = box["y"] + (1 - (bottom + height / 2)) * box["height"]
-            page.mouse.click(x, y)
-            expect(status).to_contain_text("on the axial plane", timeout=60_000)
+            shape = (128, 128, 128)  # lits117, D×H×W
+
+            page.mouse.click(*_axial_pixel(box, shape, *POSITIVE[1:]))  # left: positive
+            expect(status).to_contain_text(f"positive click 1 at (d, h, w) = {POSITIVE} on the "
+                                           "axial plane", timeout=60_000)
             time.sleep(1.0)
             before = canvas.screenshot()
-
             page.locator(f".{SEGMENT_CLASS}").click()
-            expect(status).to_contain_text(re.compile(r"mask: \d+ voxels"),
-                                           timeout=SEGMENT_S * 1000)
-            voxels = int(re.search(r"mask: (\d+) voxels", status.inner_text()).group(1))
-            deadline, after = time.time() + 60, before
-            while time.time() < deadline:  # the canvas redraws after the status changes
-                after = canvas.screenshot()
-                if _red_pixels(after) > _red_pixels(before) + 200:
-                    break
-                time.sleep(0.5)
-            page.locator(".jp-OutputArea-output").filter(has=canvas).last.screenshot(
-                path=str(shot))
-            clicks = page.locator(".jp-OutputArea-output").filter(
-                has=canvas).last.inner_text()
+            expect(status).to_contain_text(re.compile(r"mask: \d+ voxels, 1 click \(1\+, 0−\), "
+                                                      r"\d+\.\d s"), timeout=SEGMENT_S * 1000)
+            first = _voxels(status)
+            after = _redrawn(canvas, lambda red: red > _red_pixels(before) + 200)
+            output.screenshot(path=str(shot))
+
+            negative = plan["negative"]
+            page.mouse.click(*_axial_pixel(box, shape, *negative[1:]), button="right")
+            expect(status).to_contain_text(f"negative click 2 at (d, h, w) = {negative} on the "
+                                           "axial plane", timeout=60_000)
+            page.keyboard.press("Escape")  # in case the browser opened a context menu
+            page.locator(f".{SEGMENT_CLASS}").click()
+            expect(status).to_contain_text(re.compile(r"mask: \d+ voxels, 2 clicks \(1\+, 1−\), "
+                                                      r"\d+\.\d s"), timeout=SEGMENT_S * 1000)
+            second = _voxels(status)
+            axial_first = _red_pixels(after, "axial")
+            corrected = _redrawn(canvas, lambda red: red < axial_first - 20, "axial")
+            output.screenshot(path=str(shot_negative))
+            clicks = output.inner_text()
+
+            page.get_by_role("button", name="Undo").click()
+            expect(status).to_contain_text(f"removed negative click at (d, h, w) = {negative}",
+                                           timeout=60_000)
         except BaseException:  # pytest.fail and expect's errors alike
             failure = ARTIFACTS / "interactive-failure.png"
             page.screenshot(path=str(failure))
@@ -231,7 +319,12 @@ def test_click_segment_overlay_in_jupyterlab(lab_server):
             raise
         finally:
             browser.close()
-    print(f"\nbrowser test screenshot: {shot} ({time.time() - t0:.0f} s in the browser)")
-    assert voxels > 0, "Segment produced an empty mask"
+    print(f"\nbrowser test screenshots: {shot}, {shot_negative} ({time.time() - t0:.0f} s in "
+          f"the browser); mask {first} → {second} voxels after the negative click (headless "
+          f"plan: {plan['first']} → {plan['second']})")
+    assert first > 0, "Segment produced an empty mask"
     assert _red_pixels(after) > _red_pixels(before) + 200, "no mask overlay appeared on the canvas"
-    assert re.search(r"\(d, h, w\) = \(97, \d+, \d+\)", clicks), clicks  # axial slice d = 97
+    assert second < first, f"the negative click did not shrink the mask ({first} → {second})"
+    assert _red_pixels(corrected, "axial") < axial_first - 20, \
+        "the overlay on the axial plane did not shrink after the negative click"
+    assert f"+ (d, h, w) = {POSITIVE}" in clicks and f"− (d, h, w) = {negative}" in clicks, clicks
