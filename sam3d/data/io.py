@@ -21,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-#: LPS (ITK, DICOM) ↔ RAS (NIfTI) flip of the first two world axes.
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-_SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
-#: the volume file names read (NIfTI first: the longest match wins)
-SUFFIXES = (".nii.gz", ".nii", *_SITK_SUFFIXES)
+#: LPS (ITK, DICOM) ↔ RAS (NIfTI) flip of the first two world axes (its own inverse).
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+#: the volume file names read and written (NIfTI first: the longest match wins)
+SUFFIXES = (*NIFTI_SUFFIXES, *SITK_SUFFIXES)
 #: largest difference, in mm, between the affines of an image and its label on "one grid"
 AFFINE_TOL_MM = 1e-3
 
@@ -229,5 +230,5 @@ def _read_sitk(p: Path) -> tuple[np.ndarray, np.ndarray]:
     lps = np.eye(4)
     lps[:3, :3] = direction * np.asarray(img.GetSpacing()[:3], dtype=np.float64)
     lps[:3, 3] = img.GetOrigin()[:3]
-    return array, _LPS_TO_RAS @ lps
+    return array, LPS_TO_RAS @ lps
 

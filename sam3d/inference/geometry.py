@@ -33,12 +33,8 @@ import numpy as np
 import torch
 
 from sam3d.data.clicks import check_clicks
-from sam3d.data.io import Volume
+from sam3d.data.io import LPS_TO_RAS, NIFTI_SUFFIXES, SUFFIXES, Volume
 
-#: LPS (ITK) ↔ RAS (NIfTI): flip the first two world axes (its own inverse).
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 #: How far (voxels) a mapped click may fall outside the target grid and still be clipped in.
 _CLIP_SLACK = 1.0
 
@@ -165,7 +161,7 @@ def _write_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
 def _write_sitk(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
     import SimpleITK as sitk
 
-    lps = _LPS_TO_RAS @ affine
+    lps = LPS_TO_RAS @ affine
     spacing = np.linalg.norm(lps[:3, :3], axis=0)
     img = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
     img.SetSpacing(tuple(float(s) for s in spacing))
@@ -186,9 +182,9 @@ def save_mask(mask: object, reference: Volume, path: str | Path) -> Path:
         raise TypeError(f"reference must be a sam3d.data.io.Volume, got {type(reference)}")
     out = Path(path)
     name = out.name.lower()
-    if not name.endswith(NIFTI_SUFFIXES + SITK_SUFFIXES):
+    if not name.endswith(SUFFIXES):
         raise ValueError(f"{out}: unknown mask file extension (expected one of "
-                         f"{', '.join(NIFTI_SUFFIXES + SITK_SUFFIXES)})")
+                         f"{', '.join(SUFFIXES)})")
     array = _as_uint8(mask)
     if array.shape != reference.shape:
         raise ValueError(f"mask shape {array.shape} differs from the reference image shape "
