@@ -150,12 +150,9 @@ def evaluate_case(predictor: Predictor, entry: CaseEntry, settings: EvalSettings
         result.masks["auto"] = mask
     for k in settings.ks:
         protocol = protocol_name(k, settings.position)
-        stored = (replay or {}).get((entry.case_id, protocol))
+        stored = _stored(replay, entry.case_id, protocol, lesion.shape)
         fallback = False
         if stored is not None:
-            if tuple(stored.shape) != lesion.shape:
-                raise ValueError(f"{entry.case_id}: stored clicks are for grid {stored.shape}, "
-                                 f"the model grid is {lesion.shape}")
             clicks = stored.array()
         else:
             clicks, fallback = draw_clicks(lesion, k, entry.case_id, settings, grid)
@@ -175,17 +172,13 @@ def evaluate_case(predictor: Predictor, entry: CaseEntry, settings: EvalSettings
                                 "dice": d, "nsd": s, "seconds": seconds})
             result.masks[f"k{k}_{mode}"] = mask
     if settings.refine:
-        stored = (replay or {}).get((entry.case_id, protocol_name(1, settings.position)))
+        # the first click: the stored sequence's, else the stored (or drawn) k = 1 click
+        name = refine_protocol(settings.position)
+        replayed = _stored(replay, entry.case_id, name, lesion.shape)
+        stored = replayed or _stored(replay, entry.case_id, protocol_name(1, settings.position),
+                                     lesion.shape)
         first = stored.array()[:1] if stored is not None else \
             draw_clicks(lesion, 1, entry.case_id, settings, grid)[0]
-        # the same windows click after click: the predictor decodes their stored embeddings
-        name = refine_protocol(settings.position)
-        replayed = (replay or {}).get((entry.case_id, name))
-        if replayed is not None and tuple(replayed.shape) != lesion.shape:
-            raise ValueError(f"{entry.case_id}: stored clicks are for grid {replayed.shape}, "
-                             f"the model grid is {lesion.shape}")
-        if replayed is not None:
-            first = replayed.array()[:1]
         # the same windows click after click: the predictor decodes their stored embeddings
         result.refinement, placed, masks = _refine(predictor, data, lesion, first, entry,
                                                    settings, score, replayed)
@@ -193,6 +186,17 @@ def evaluate_case(predictor: Predictor, entry: CaseEntry, settings: EvalSettings
         result.clicks.append(ClickSet.from_clicks(entry.case_id, placed, name, settings.seed,
                                                   lesion.shape))
     return result
+
+
+def _stored(replay: dict[tuple[str, str], ClickSet] | None, case_id: str, protocol: str,
+            shape: tuple[int, ...]) -> ClickSet | None:
+    """The replayed clicks of (``case_id``, ``protocol``), if any, checked against the model
+    grid ``shape``."""
+    stored = (replay or {}).get((case_id, protocol))
+    if stored is not None and tuple(stored.shape) != tuple(shape):
+        raise ValueError(f"{case_id}: stored clicks are for grid {stored.shape}, "
+                         f"the model grid is {tuple(shape)}")
+    return stored
 
 
 def refine_protocol(position: str = "random") -> str:
