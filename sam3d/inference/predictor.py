@@ -49,6 +49,7 @@ from monai.transforms import Invertd
 
 from ..data.specs import DatasetSpec
 from ..data.transforms import build_transforms
+from ..modeling.sam3d import check_label_rows
 from .embeddings import DEFAULT_BUDGET, EmbeddingCache
 from .roi import Box, clicks_in_roi, crop_roi, paste_roi, roi_box
 
@@ -98,13 +99,8 @@ class Predictor:
             raise ValueError(f"labels must be {k} values 0 (negative) or 1 (positive), one per "
                              f"click, got {arr.tolist()!r}")
         out = arr.astype(bool)
-        if k and not out.any():
-            raise ValueError("every prompt needs a positive click: a negative click alone "
-                             "marks no object")
-        if not out.all() and not self.negative_clicks:
-            raise ValueError("this model has no negative-click extension (its configuration "
-                             "has negative_clicks=False): give positive clicks only, or use "
-                             "a model trained with the extension (e.g. tiny_interactive)")
+        if k:
+            check_label_rows(torch.from_numpy(out)[None], self.negative_clicks)
         return out
 
     @torch.no_grad()

@@ -27,6 +27,20 @@ def normalise_points(points: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return n[..., [0, 2, 1]]
 
 
+def check_label_rows(positive: torch.Tensor, negative_clicks: bool) -> None:
+    """Raise ``ValueError`` unless every row of ``positive`` (``B×N`` bool, True = a positive
+    click) holds a positive click and, for a model without the extension
+    (``negative_clicks=False``), no click is negative. Shared by :meth:`Sam3D.check_labels`
+    and the predictor, which checks before any encoder pass."""
+    if not positive.any(1).all():
+        raise ValueError("every prompt needs a positive click: a negative click alone "
+                         "marks no object")
+    if not negative_clicks and not positive.all():
+        raise ValueError("this model has no negative-click extension (its configuration "
+                         "has negative_clicks=False): give positive clicks only, or use "
+                         "a model trained with the extension (e.g. tiny_interactive)")
+
+
 class Sam3D(nn.Module):
     """3DSAM-adapter: encoder, prompt encoders on chosen feature levels, MLA decoder.
 
@@ -122,13 +136,7 @@ class Sam3D(nn.Module):
         if labels.dtype.is_floating_point or labels.dtype.is_complex \
                 or not ((labels == 0) | (labels == 1)).all():
             raise ValueError("labels must be integers 0 (negative) or 1 (positive)")
-        if not (labels == 1).any(1).all():
-            raise ValueError("every prompt needs a positive click: a negative click alone "
-                             "marks no object")
-        if not self.negative_clicks and (labels == 0).any():
-            raise ValueError("this model has no negative-click extension (its configuration "
-                             "has negative_clicks=False): give positive clicks only, or use "
-                             "a model trained with the extension (e.g. tiny_interactive)")
+        check_label_rows(labels == 1, self.negative_clicks)
 
     def forward(self, volume: torch.Tensor, points: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None) -> torch.Tensor:
