@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,27 @@ def read_checkpoint_file(path: str | Path) -> Any:
             f"{path} is not a readable PyTorch checkpoint (corrupt, truncated, not a checkpoint "
             f"at all, or holding objects that are unsafe to load): {type(exc).__name__}: {first}"
         ) from exc
+
+
+@dataclass(frozen=True)
+class CheckpointFile:
+    """A checkpoint file read once: its ``path`` (named in messages) and ``contents`` (as
+    :func:`read_checkpoint_file` returns them). :func:`load_checkpoint` and
+    :func:`sam3d.inference.predict.load_for_inference` take one in place of a path, so a caller
+    that also needs the recorded split or training configuration reads the file only once."""
+
+    path: Path
+    contents: Any
+
+    @classmethod
+    def read(cls, path: str | Path) -> CheckpointFile:
+        """The file at ``path`` (the errors of :func:`read_checkpoint_file`)."""
+        return cls(Path(path), read_checkpoint_file(path))
+
+    @classmethod
+    def of(cls, source: str | Path | CheckpointFile) -> CheckpointFile:
+        """``source`` itself, or the file at that path, read."""
+        return source if isinstance(source, CheckpointFile) else cls.read(source)
 
 
 def recorded_training_config(ckpt: object) -> dict:
@@ -221,14 +243,17 @@ def save_checkpoint(model: Sam3D, path: str | Path, extra: dict | None = None) -
 
 
 def load_checkpoint(
-    path: str | Path, sam_checkpoint: str | Path | None = None, variant: str | None = None
+    source: str | Path | CheckpointFile, sam_checkpoint: str | Path | None = None,
+    variant: str | None = None,
 ) -> Sam3D:
-    """Rebuild a model from a sam3d checkpoint.
+    """Rebuild a model from a sam3d checkpoint (a path, or a :class:`CheckpointFile` already
+    read).
 
     ``sam_checkpoint``: the SAM file the weights sit on (its SHA-256 must match the recorded
     one). ``variant``: if given, the checkpoint must be of that variant.
     """
-    ckpt = read_checkpoint_file(path)
+    read = CheckpointFile.of(source)
+    path, ckpt = read.path, read.contents
     if isinstance(ckpt, dict) and ckpt.get("format") == BASELINE_FORMAT:
         return _load_baseline(ckpt, path, sam_checkpoint, variant)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:

@@ -70,17 +70,20 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from .checkpoint import CheckpointFile
     from .evaluation.protocol import EvalSettings
     from .evaluation.runner import evaluate_dataset
     from .inference.predict import load_for_inference
 
-    args.protocol = args.protocol or _recorded_protocol(args.checkpoint)
+    # read once: the recorded protocol, the model and the recorded split all come from it
+    checkpoint = CheckpointFile.read(args.checkpoint)
+    args.protocol = args.protocol or _recorded_protocol(checkpoint)
     if args.protocol == "official":
         _check_official_flags(args)
-    model, spec = load_for_inference(args.checkpoint, args.sam_checkpoint, args.dataset,
+    model, spec = load_for_inference(checkpoint, args.sam_checkpoint, args.dataset,
                                      args.device, data_dir=args.data)
     if args.protocol == "official":
-        return _evaluate_official(args, model, spec)
+        return _evaluate_official(args, model, spec, checkpoint)
     mode = args.mode or "both"
     modes = ("roi", "sliding") if mode == "both" else (mode,)
     from .baselines.networks import PromptFree
@@ -94,7 +97,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if not prompt_free and mode == "auto":
         raise ValueError(f"{args.checkpoint} holds a click-prompted model: use --mode roi, "
                          "sliding or both")
-    split = None if args.case else _split_of(args)  # explicit cases need no split
+    split = None if args.case else _split_of(args, checkpoint)  # explicit cases need none
     settings = EvalSettings(ks=tuple(args.k), modes=modes, refine=args.refine,
                             tolerance_mm=args.tolerance, seed=args.seed,
                             position=args.position)
@@ -110,25 +113,21 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _recorded_protocol(checkpoint: str) -> str:
+def _recorded_protocol(checkpoint) -> str:
     """"official" for a model trained with ``preprocessing: official`` (it only knows that
     layout), else "sam3d"."""
-    from pathlib import Path
+    from .checkpoint import recorded_training_config
 
-    from .checkpoint import read_checkpoint_file, recorded_training_config
-
-    if not Path(checkpoint).is_file():
-        return "sam3d"  # loading it reports the problem
-    recorded = recorded_training_config(read_checkpoint_file(checkpoint))
+    recorded = recorded_training_config(checkpoint.contents)
     return "official" if recorded.get("preprocessing") == "official" else "sam3d"
 
 
-def _split_of(args: argparse.Namespace):
+def _split_of(args: argparse.Namespace, checkpoint):
     """The training run's split (recorded file, fold and seed; the held-out cases must be its
     test cases), with the ``--split-file``/``--fold``/``--split-seed`` given on top."""
-    from .checkpoint import read_checkpoint_file, split_reference
+    from .checkpoint import split_reference
 
-    return split_reference(read_checkpoint_file(args.checkpoint)).replace(
+    return split_reference(checkpoint.contents).replace(
         split_file=args.split_file, fold=args.fold, seed=args.split_seed)
 
 
@@ -145,7 +144,7 @@ def _check_official_flags(args: argparse.Namespace) -> None:
                              "clicks, no refinement, NSD at 5 mm): use --protocol sam3d")
 
 
-def _evaluate_official(args: argparse.Namespace, model, spec) -> int:
+def _evaluate_official(args: argparse.Namespace, model, spec, checkpoint) -> int:
     from .baselines.networks import PromptFree
     from .evaluation.runner import evaluate_dataset_official
 
@@ -155,7 +154,7 @@ def _evaluate_official(args: argparse.Namespace, model, spec) -> int:
     res = evaluate_dataset_official(model, args.dataset or spec.name, args.data, args.out,
                                     ks=tuple(args.k),
                                     seed=args.seed, ids=args.case, part=args.part,
-                                    split=None if args.case else _split_of(args),
+                                    split=None if args.case else _split_of(args, checkpoint),
                                     clicks=args.clicks,
                                     save_masks=args.save_masks, overwrite=args.overwrite,
                                     device=args.device)

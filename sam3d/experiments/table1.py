@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checkpoint import read_checkpoint_file, split_reference
+from ..checkpoint import CheckpointFile, split_reference
 from ..reference import DATASET_COLUMNS, paper_metric, paper_rows
 
 DATASETS = tuple(DATASET_COLUMNS)  # kits, pancreas, lits, colon
@@ -181,12 +181,13 @@ def promptable_rows(checkpoint: str | Path, data_dir: str | Path, out_dir: str |
     from ..evaluation.runner import evaluate_protocol
     from ..inference.predict import load_for_inference
 
-    model, spec = load_for_inference(checkpoint, sam_checkpoint, spec_dataset, device,
+    read = CheckpointFile.read(checkpoint)  # once: the model and its recorded split
+    model, spec = load_for_inference(read, sam_checkpoint, spec_dataset, device,
                                      data_dir=data_dir)
     settings = EvalSettings(ks=check_ks(ks), modes=("roi",), seed=seed)
     res = evaluate_protocol(protocol, model, spec, data_dir, out_dir, settings,
                             dataset=spec_dataset, part=part, ids=ids,
-                            split=split_reference(read_checkpoint_file(checkpoint)),
+                            split=split_reference(read.contents),
                             overwrite=True, device=device, progress=False)
     return _summary_rows(res["summary"], "3DSAM-adapter", dataset, run or str(checkpoint),
                          "volume")
@@ -205,10 +206,11 @@ def automatic_rows(checkpoint: str | Path, data_dir: str | Path, out_dir: str | 
 
     if not method:
         raise ValueError("method must name the row (e.g. 'Swin-UNETR')")
-    model, spec = load_for_inference(checkpoint, None, None, device, data_dir=data_dir)
+    read = CheckpointFile.read(checkpoint)  # once: the model and its recorded split
+    model, spec = load_for_inference(read, None, None, device, data_dir=data_dir)
     settings = EvalSettings(ks=(1,), modes=("auto",), seed=seed)
     res = evaluate_dataset(model, spec, data_dir, out_dir, settings, part=part, ids=ids,
-                           split=split_reference(read_checkpoint_file(checkpoint)),
+                           split=split_reference(read.contents),
                            overwrite=True, device=device, progress=False)
     return _summary_rows(res["summary"], method, dataset, run or str(checkpoint), None)
 

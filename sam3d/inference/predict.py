@@ -24,10 +24,10 @@ import torch
 
 from ..checkpoint import (
     CheckpointError,
+    CheckpointFile,
     is_official_checkpoint,
     load_checkpoint,
     load_official_checkpoint,
-    read_checkpoint_file,
     recorded_training_config,
     split_reference,
 )
@@ -49,7 +49,8 @@ class PredictResult:
     path: Path | None = None
 
 
-def load_for_inference(checkpoint: str | Path, sam_checkpoint: str | Path | None = None,
+def load_for_inference(checkpoint: str | Path | CheckpointFile,
+                       sam_checkpoint: str | Path | None = None,
                        dataset: str | None = None, device="cpu",
                        data_dir: str | Path | None = None):
     """Model and preprocessing spec from a sam3d (training) checkpoint, or from one of the
@@ -62,16 +63,18 @@ def load_for_inference(checkpoint: str | Path, sam_checkpoint: str | Path | None
     split of ``data_dir``, computed as the trainer does. Without ``sam_checkpoint``, a model
     whose frozen weights come from a SAM checkpoint takes the file its training run recorded
     when that file is still there (its SHA-256 is checked against the recorded one as ever).
+    ``checkpoint``: a path, or a :class:`~sam3d.checkpoint.CheckpointFile` already read (the
+    file is then not read again).
     """
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    ckpt = read_checkpoint_file(path)
+    if not isinstance(checkpoint, CheckpointFile) and not Path(checkpoint).is_file():
+        raise CheckpointError(f"checkpoint not found: {checkpoint}")
+    read = CheckpointFile.of(checkpoint)
+    path, ckpt = read.path, read.contents
     if is_official_checkpoint(ckpt):
         return _official_model(ckpt, path, sam_checkpoint, dataset, device)
     if sam_checkpoint is None and isinstance(ckpt, dict) and ckpt.get("sam_checkpoint_sha256"):
         sam_checkpoint = recorded_sam_file(ckpt)
-    model = load_checkpoint(path, sam_checkpoint=sam_checkpoint)
+    model = load_checkpoint(read, sam_checkpoint=sam_checkpoint)
     extra = ckpt.get("extra") or {}
     named = dataset is not None  # the user's choice overrides the recorded constants
     if dataset is None:

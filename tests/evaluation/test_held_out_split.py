@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from sam3d import cli
 from sam3d.data import layout
@@ -88,14 +89,26 @@ def test_every_entry_point_scores_fold_2s_test_cases(trained, tmp_path, monkeypa
     want = set(cases["test"])
     assert set(held_out_ids(cfg, data)) == want
     monkeypatch.chdir(checkpoint.parents[1])  # the recorded (relative) SAM file is there
+    reads: list[str] = []  # torch.load calls on the checkpoint: one per entry point
+    load = torch.load
+
+    def counting_load(f, *args, **kwargs):
+        if Path(str(f)).resolve() == checkpoint.resolve():
+            reads.append(str(f))
+        return load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
     for protocol in ("sam3d", "official"):
         out = tmp_path / protocol
+        reads.clear()
         assert cli.main(["evaluate", "--protocol", protocol, "--checkpoint", str(checkpoint),
                          "--data", str(data), "--k", "1", "--mode", "roi", "--out", str(out)]) == 0
+        assert len(reads) == 1, (protocol, len(reads))  # protocol, model and split: one read
         scored = _cases_in(out / "per_case.csv")
         assert scored == want and not scored & set(cases["train"]), protocol
+    reads.clear()
     rows = promptable_rows(checkpoint, data, tmp_path / "table1", ks=(1,), dataset="kits")
-    assert rows[0]["cases"] == 2
+    assert rows[0]["cases"] == 2 and len(reads) == 1
     assert _cases_in(tmp_path / "table1" / "per_case.csv") == want
     res = evaluate_held_out(checkpoint, tmp_path / "held_out", data_dir=data)
     assert set(res["cases"]) == want
