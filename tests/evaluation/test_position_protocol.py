@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -139,7 +140,9 @@ def test_cli_evaluate_takes_a_position(tmp_path, monkeypatch, capsys) -> None:
     _dataset(tmp_path / "ds", {"a": BIG})
     monkeypatch.setattr(predict, "load_for_inference",
                         lambda *a, **kw: (CubeModel(crop=16, half=2), SPEC))
-    argv = ["evaluate", "--checkpoint", "unused.pt", "--data", str(tmp_path / "ds"),
+    checkpoint = tmp_path / "unused.pt"  # read once for its recorded protocol (none: sam3d)
+    torch.save({}, checkpoint)
+    argv = ["evaluate", "--checkpoint", str(checkpoint), "--data", str(tmp_path / "ds"),
             "--case", "a", "--k", "1", "--mode", "roi", "--out", str(tmp_path / "out")]
     assert cli.main([*argv, "--position", "centre"]) == 0
     assert "centre" in capsys.readouterr().out
