@@ -103,17 +103,19 @@ def model_grid_case(checkpoint: str | Path, case: str, data_dir: str | Path | No
                     ) -> tuple[np.ndarray, np.ndarray]:
     """The (z-scored) image ``D×H×W`` and lesion mask ``D×H×W`` of ``case`` on the model grid,
     exactly as the evaluation saw them (the checkpoint's preprocessing)."""
+    from ..checkpoint import CheckpointFile
     from ..data.layout import read_index
     from ..inference.predict import load_for_inference
     from ..inference.predictor import Predictor
     from ..provenance import project_path
 
-    cfg = checkpoint_config(checkpoint)
+    read = CheckpointFile.read(checkpoint)  # once: the recorded run and the model
+    cfg = checkpoint_config(read)
     data = project_path(data_dir or cfg.data_dir)
     index = read_index(data)
     if case not in index.cases:
         raise KeyError(f"{data}: no case {case!r}")
-    model, spec = load_for_inference(checkpoint, data_dir=data)
+    model, spec = load_for_inference(read, data_dir=data)
     entry = index.cases[case]
     loaded = Predictor(model, spec).load(entry.image, entry.label, entry.target)
     return loaded["image"][0].numpy(), loaded["label"][0].numpy() > 0.5

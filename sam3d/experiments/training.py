@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..checkpoint import CheckpointError, read_checkpoint_file, recorded_training_config
+from ..checkpoint import CheckpointError, CheckpointFile, recorded_training_config
 from ..config import CONFIGS
 from ..data.layout import read_index
 from ..data.splits import SplitRef
@@ -113,12 +113,14 @@ def smoke_model(config: str = SMOKE_CONFIG, overrides=None, root: str | Path = R
             "trained_now": trained_now, "seconds": time.time() - t0}
 
 
-def checkpoint_config(checkpoint: str | Path) -> TrainConfig:
-    """The training configuration recorded in a sam3d training checkpoint."""
-    raw = recorded_training_config(read_checkpoint_file(checkpoint))
+def checkpoint_config(checkpoint: str | Path | CheckpointFile) -> TrainConfig:
+    """The training configuration recorded in a sam3d training checkpoint (a path, or a
+    :class:`~sam3d.checkpoint.CheckpointFile` already read)."""
+    read = CheckpointFile.of(checkpoint)
+    raw = recorded_training_config(read.contents)
     if not raw:
-        raise CheckpointError(f"{checkpoint}: no training configuration recorded (not a training "
-                         "checkpoint)")
+        raise CheckpointError(f"{read.path}: no training configuration recorded (not a training "
+                              "checkpoint)")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in raw.items() if k in known})
 
@@ -162,10 +164,11 @@ def evaluate_held_out(checkpoint: str | Path, out_dir: str | Path, *, ks=(1,), m
     from ..inference.predict import load_for_inference
 
     check_protocol(protocol, refine, position)  # before any file is read
-    cfg = checkpoint_config(checkpoint)
+    read = CheckpointFile.read(checkpoint)  # once: the recorded run and the model
+    cfg = checkpoint_config(read)
     data = project_path(data_dir or cfg.data_dir)
     ids = held_out_ids(cfg, data)
-    model, spec = load_for_inference(checkpoint, sam_checkpoint, device=device, data_dir=data)
+    model, spec = load_for_inference(read, sam_checkpoint, device=device, data_dir=data)
     t0 = time.time()
     settings = EvalSettings(ks=tuple(ks), modes=tuple(modes), refine=refine, seed=seed,
                             position=position)

@@ -110,8 +110,9 @@ def test_every_entry_point_scores_fold_2s_test_cases(trained, tmp_path, monkeypa
     rows = promptable_rows(checkpoint, data, tmp_path / "table1", ks=(1,), dataset="kits")
     assert rows[0]["cases"] == 2 and len(reads) == 1
     assert _cases_in(tmp_path / "table1" / "per_case.csv") == want
+    reads.clear()
     res = evaluate_held_out(checkpoint, tmp_path / "held_out", data_dir=data)
-    assert set(res["cases"]) == want
+    assert set(res["cases"]) == want and len(reads) == 1
     # an explicit --fold still wins: fold 0's test cases are fold 2's training and validation
     # cases here — what the old evaluation scored
     out = tmp_path / "fold0"

@@ -55,8 +55,8 @@ def patch_model(monkeypatch, model) -> list:
 
     asked = []
 
-    def load(checkpoint, *args, **kwargs):
-        asked.append(Path(checkpoint))
+    def load(checkpoint, *args, **kwargs):  # a path, or the CheckpointFile a caller read
+        asked.append(Path(getattr(checkpoint, "path", checkpoint)))
         return model, SPEC
 
     monkeypatch.setattr(predict, "load_for_inference", load)

@@ -112,8 +112,8 @@ def test_compare_refinement_runs_each_model_on_the_same_cases(tmp_path, monkeypa
     oracle, cubes = fake_checkpoint(tmp_path / "a.pt", data), fake_checkpoint(tmp_path / "b.pt",
                                                                               data)
     models = {oracle: FloodModel(crop=16), cubes: CubeModel(crop=16, half=1)}
-    monkeypatch.setattr(predict, "load_for_inference",
-                        lambda checkpoint, *a, **k: (models[Path(checkpoint)], SPEC))
+    monkeypatch.setattr(predict, "load_for_inference",  # given the CheckpointFile read once
+                        lambda checkpoint, *a, **k: (models[checkpoint.path], SPEC))
     res = K.compare_refinement({"oracle": oracle, "cubes": cubes}, tmp_path / "cmp", refine=3)
     assert [(r["model"], r["click"]) for r in res["curve"]] == [
         (m, c) for m in ("oracle", "cubes") for c in (1, 2, 3, 4)]
