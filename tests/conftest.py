@@ -35,6 +35,56 @@ def golden_dir() -> Path:
     return path
 
 
+class OfficialRuns:
+    """The official test-time path (:func:`sam3d.evaluation.official.evaluate_case`) with the
+    golden-v2 weights, each (image, dataset, k, click indices) computed once per session.
+
+    Two tests need the same vit_b 128³ forward on the official-eval fixture's p1 runs: the
+    network test of ``tests/evaluation/test_official.py`` (probability, mask, Dice, NSD against
+    the fixture) and the golden rows of ``tests/experiments/test_protocols.py`` (the side-by-side
+    rows). Calling ``runs(model, image, label, dataset, **kw)`` returns the stored result when
+    ``model`` holds exactly the golden weights (every tensor equal) and computes it otherwise;
+    ``golden_calls`` counts the calls with the golden weights, ``computed`` the forwards run for
+    them. It can stand in for ``evaluate_case`` (a test may patch it in): it keeps the original.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        from sam3d.evaluation.official import evaluate_case
+
+        self.model = model
+        self.golden_calls = self.computed = 0
+        self._evaluate = evaluate_case
+        self._results: dict[tuple, dict] = {}
+
+    def _is_golden(self, model: torch.nn.Module) -> bool:
+        if model is self.model:
+            return True
+        ours, theirs = self.model.state_dict(), model.state_dict()
+        return ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+    def __call__(self, model, image, label, dataset, *, k=1, click_indices=None, case=None, **kw):
+        if click_indices is None or not self._is_golden(model):  # only the fixture's own clicks
+            return self._evaluate(model, image, label, dataset, k=k, click_indices=click_indices,
+                                  case=case, **kw)
+        self.golden_calls += 1
+        key = (str(Path(image).resolve()), dataset, int(k), tuple(int(i) for i in click_indices))
+        if key not in self._results:
+            self.computed += 1
+            self._results[key] = self._evaluate(
+                self.model, image, label, dataset, k=k, click_indices=click_indices, case=case,
+                **kw)
+        return self._results[key]
+
+
+@pytest.fixture(scope="session")
+def official_runs(golden_dir) -> OfficialRuns:
+    """:class:`OfficialRuns` with the golden-v2 checkpoint loaded the official way (vit_b)."""
+    from sam3d.checkpoint import load_official_checkpoint
+    from sam3d.golden import build_official_checkpoint
+
+    return OfficialRuns(load_official_checkpoint(build_official_checkpoint(golden_dir)).eval())
+
+
 # --------------------------------------------------------------------------------------
 # Shared helpers for the model tests (tiny variant; everything here is CPU-cheap).
 # --------------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ import pytest
 
 from sam3d.evaluation.official import (
     OfficialError,
-    evaluate_case,
     load_case,
     roi_of,
     sample_clicks,
@@ -134,21 +133,17 @@ def test_bad_input_is_refused_with_one_line(manifest, cases, tmp_path):
         assert "\n" not in str(exc.value)
 
 
-@pytest.fixture(scope="module")
-def golden_model(golden_dir):
-    from sam3d.checkpoint import load_official_checkpoint
-    from sam3d.golden import build_official_checkpoint
-
-    return load_official_checkpoint(build_official_checkpoint(golden_dir)).eval()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name,run", RUNS)
-def test_network_run_matches_the_fixture(manifest, cases, golden_model, name, run):
-    """The whole path with the golden checkpoint (vit_b, one 128³ forward, ~1.5 min on 2 cores)."""
+def test_network_run_matches_the_fixture(manifest, cases, official_runs, name, run):
+    """The whole path with the golden checkpoint (vit_b, one 128³ forward, ~1.5 min on 2 cores;
+    the session computes each run once: the p1 runs are also the official rows of
+    ``tests/experiments/test_protocols.py``, see ``tests/conftest.py::OfficialRuns``)."""
     c, r = manifest["cases"][name], manifest["cases"][name]["runs"][run]
-    res = evaluate_case(golden_model, None, None, c["data_arg"],
-                        click_indices=r["clicks"]["sample"], case=cases[name])
+    res = official_runs(official_runs.model, FIXTURE / c["files"]["image"],
+                        FIXTURE / c["files"]["label"], c["data_arg"],
+                        k=int(r["clicks"]["num_prompts"]), click_indices=r["clicks"]["sample"],
+                        case=cases[name])
     stored = np.load(FIXTURE / r["files"]["prob_roi_float16"]).astype(np.float32)
     assert res["probability"].shape == stored.shape
     diff = np.abs(res["probability"] - stored)

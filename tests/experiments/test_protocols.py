@@ -121,16 +121,20 @@ def test_bad_cases_are_refused(runs, tiny, tmp_path) -> None:
 @pytest.mark.slow
 @pytest.mark.warms_cache
 @pytest.mark.parametrize("case", ["lits_like", "kits_like", "thick_slices"])
-def test_golden_rows_match_the_fixture(runs, case) -> None:
+def test_golden_rows_match_the_fixture(runs, case, official_runs, monkeypatch) -> None:
     """The golden weights (vit_b, two 128³ forwards, about 2 min): the official row equals the
     authors' ``test.py`` Dice and NSD, the sam3d row's clicks hit its lesion. Always computed
     afresh (``refresh=True``) into the content-keyed cache under ``outputs/protocols``, where
-    the Table 1 chapter (smoke and rehearsal) finds them."""
+    the Table 1 chapter (smoke and rehearsal) finds them. The official forward is the session's
+    (``official_runs``): ``tests/evaluation/test_official.py`` checks the same run's probability
+    and mask against the fixture, so it is computed once for both."""
+    monkeypatch.setattr(official, "evaluate_case", official_runs)
+    before = official_runs.golden_calls
     rows = P.fixture_comparison(FIXTURE, cases=[case], root=REPO / "outputs" / "protocols",
                                 refresh=True)
     off, ours = rows
     assert (off["case"], off["protocol"], ours["protocol"]) == (case, "official", "sam3d")
-    assert not off["cached"]
+    assert not off["cached"] and official_runs.golden_calls == before + 1  # the shared forward
     assert abs(off["dice"] - off["fixture_dice"]) <= 1e-5
     assert abs(off["nsd"] - off["fixture_nsd"]) <= 1e-4
     assert ours["on_lesion"] and 0 <= ours["dice"] <= 1 and 0 <= ours["nsd"] <= 1
