@@ -42,9 +42,7 @@ def build_from_config(cfg: Sam3DConfig) -> Sam3D:
         for level in cfg.prompt_levels
     }
     decoder = MaskDecoder3D(cfg.out_chans, cfg.decoder_chans, len(cfg.taps), cfg.num_classes)
-    model = Sam3D(encoder, decoder, prompts)
-    model.config = cfg
-    model.sam_checkpoint_sha256 = None
+    model = Sam3D(encoder, decoder, prompts, cfg)
     apply_tuning_policy(model, cfg.tuning)
     return model
 
@@ -122,7 +120,7 @@ def build_sam3d(
         except Exception as exc:  # pickle, zip and truncation errors all end here
             raise ValueError(f"cannot read SAM checkpoint {path}: {exc}") from exc
         report = load_sam_state(model, state, sha256_file(path))
-        model.sam_load_report = report
+        model.sam_load_report = report  # a documented Sam3D attribute (None until now)
         if verbose:
             print(report.summary())
     return model

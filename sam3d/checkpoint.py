@@ -11,16 +11,22 @@ is recorded; the frozen tensors come from it), else the whole state dict. Writte
 
 Supervised baselines (:mod:`sam3d.baselines.networks`, prompt-free MONAI networks trained by
 ``sam3d train --set model=<name>``): ``{"format": "sam3d-baseline/1", "variant": <baseline
-name>, "size": [D, H, W], "state": <whole state dict>, "extra"}``. :func:`save_checkpoint`
-and :func:`load_checkpoint` handle both formats, so ``sam3d evaluate --mode auto`` and
-:func:`sam3d.inference.predict.load_for_inference` load either; everything is read with
-``torch.load(weights_only=True)``.
+name>, "size": [D, H, W], "state": <whole state dict>, "extra"}``, written and read by
+:mod:`sam3d.baselines.checkpoints`.
+
+One registry of formats (:class:`CheckpointFormat`, :func:`register_format`): a model names
+its format (``model.checkpoint_format``, :mod:`sam3d.modeling.kind`), :func:`save_checkpoint`
+writes it in that format and :func:`load_checkpoint` rebuilds whatever format a file records,
+so ``sam3d evaluate --mode auto`` and :func:`sam3d.inference.predict.load_for_inference` load
+either; everything is read with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,10 +38,13 @@ from .config import Sam3DConfig
 from .data.splits import SplitRef
 from .modeling import Sam3D
 from .modeling.attention import shifted_window_mask
+from .modeling.kind import SegmentationModel
+from .modeling.sam3d import FORMAT  # re-exported: sam3d.checkpoint.FORMAT
 from .utils.files import atomic_write
 
-FORMAT = "sam3d/1"
-BASELINE_FORMAT = "sam3d-baseline/1"
+#: formats read and written by a module that imports this one, so it is imported (and
+#: registers its format) when a file in that format is first read or written
+_FORMAT_HOMES = {"sam3d-baseline/1": "sam3d.baselines.checkpoints"}
 #: the entries of the authors' checkpoints (``train.py``'s ``save_checkpoint``)
 OFFICIAL_KEYS = ("encoder_dict", "feature_dict", "decoder_dict")
 _UNUSED_PROMPT_KEYS = re.compile(
@@ -190,29 +199,56 @@ def load_official_checkpoint(
     return model
 
 
-def stored_state(model: Sam3D) -> dict[str, torch.Tensor]:
-    """The tensors a sam3d checkpoint stores.
+@dataclass(frozen=True)
+class CheckpointFormat:
+    """One checkpoint format: ``state(model)`` the tensors it stores; ``fields(model)`` its
+    entries besides ``format``, ``state`` and ``extra``; ``load(ckpt, path, sam_checkpoint,
+    variant)`` the model rebuilt from a read file (``variant``: None, or the name it must
+    hold), raising :class:`CheckpointError` for a file it cannot use."""
 
-    On a SAM checkpoint: every tuned parameter (the frozen ones are SAM's). Without one (the
-    ``tiny`` model, or a random-init experiment) nothing can restore the frozen weights, so
-    the whole state dict is stored.
-    """
-    if getattr(model, "sam_checkpoint_sha256", None):
-        return {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad}
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _baseline_class():
-    from .baselines.networks import PromptFree
-
-    return PromptFree
+    name: str
+    state: Callable[[Any], dict[str, torch.Tensor]]
+    fields: Callable[[Any], dict]
+    load: Callable[[dict, Path, Any, Any], torch.nn.Module]
 
 
-def model_name(model: torch.nn.Module) -> str:
-    """The registered name a checkpoint records: the variant, or the baseline's name."""
-    if isinstance(model, _baseline_class()):
-        return model.name
-    return model.config.name
+_FORMATS: dict[str, CheckpointFormat] = {}
+
+
+def register_format(fmt: CheckpointFormat) -> None:
+    """Add ``fmt`` to the registry (once per name)."""
+    if not isinstance(fmt, CheckpointFormat):
+        raise TypeError(f"expected a CheckpointFormat, got {type(fmt).__name__}")
+    if fmt.name in _FORMATS:
+        raise ValueError(f"checkpoint format {fmt.name!r} is already registered")
+    _FORMATS[fmt.name] = fmt
+
+
+def get_format(name: object) -> CheckpointFormat | None:
+    """The registered format called ``name`` (importing its home module on first use); None
+    for a name no format has."""
+    if not isinstance(name, str):
+        return None
+    if name not in _FORMATS and name in _FORMAT_HOMES:
+        importlib.import_module(_FORMAT_HOMES[name])
+    return _FORMATS.get(name)
+
+
+def known_formats() -> list[str]:
+    """Every format name :func:`load_checkpoint` reads."""
+    return sorted({*_FORMATS, *_FORMAT_HOMES})
+
+
+def _format_of(model: SegmentationModel) -> CheckpointFormat:
+    fmt = get_format(model.checkpoint_format)
+    if fmt is None:
+        raise ValueError(f"{model.name}: no checkpoint format {model.checkpoint_format!r}")
+    return fmt
+
+
+def stored_state(model: SegmentationModel) -> dict[str, torch.Tensor]:
+    """The tensors ``model``'s checkpoint format stores (a copy)."""
+    return _format_of(model).state(model)
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -220,46 +256,52 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
-def save_checkpoint(model: Sam3D, path: str | Path, extra: dict | None = None) -> None:
-    """Write the tuned weights with the variant, config and SAM checkpoint hash (a
-    :class:`~sam3d.baselines.networks.PromptFree` baseline: its name, size and weights)."""
-    if isinstance(model, _baseline_class()):
-        atomic_save({"format": BASELINE_FORMAT, "variant": model.name,
-                     "size": list(model.size), "state": stored_state(model),
-                     "extra": extra or {}}, path)
-        return
-    cfg = model.config
-    atomic_save(
-        {
-            "format": FORMAT,
-            "variant": cfg.name,
-            "config": dataclasses.asdict(cfg),
-            "sam_checkpoint_sha256": model.sam_checkpoint_sha256,
-            "state": stored_state(model),
-            "extra": extra or {},
-        },
-        path,
-    )
+def save_checkpoint(model: SegmentationModel, path: str | Path,
+                    extra: dict | None = None) -> None:
+    """Write ``model`` in its checkpoint format, with ``extra`` (the training state …)."""
+    fmt = _format_of(model)
+    atomic_save({"format": fmt.name, **fmt.fields(model), "state": fmt.state(model),
+                 "extra": extra or {}}, path)
+
+
+def _sam3d_state(model: Sam3D) -> dict[str, torch.Tensor]:
+    """On a SAM checkpoint: every tuned parameter (the frozen ones are SAM's). Without one (the
+    ``tiny`` model, or a random-init experiment) nothing can restore the frozen weights, so
+    the whole state dict is stored."""
+    if model.sam_checkpoint_sha256:
+        return {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad}
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _sam3d_fields(model: Sam3D) -> dict:
+    return {"variant": model.config.name, "config": dataclasses.asdict(model.config),
+            "sam_checkpoint_sha256": model.sam_checkpoint_sha256}
 
 
 def load_checkpoint(
     source: str | Path | CheckpointFile, sam_checkpoint: str | Path | None = None,
     variant: str | None = None,
-) -> Sam3D:
-    """Rebuild a model from a sam3d checkpoint (a path, or a :class:`CheckpointFile` already
-    read).
+) -> Any:
+    """Rebuild a model (a :class:`~sam3d.modeling.kind.SegmentationModel`: a Sam3D, or a
+    supervised baseline) from a checkpoint in a registered format (a path, or a
+    :class:`CheckpointFile` already read).
 
     ``sam_checkpoint``: the SAM file the weights sit on (its SHA-256 must match the recorded
-    one). ``variant``: if given, the checkpoint must be of that variant.
+    one). ``variant``: if given, the checkpoint must be of that variant (or baseline).
     """
     read = CheckpointFile.of(source)
     path, ckpt = read.path, read.contents
-    if isinstance(ckpt, dict) and ckpt.get("format") == BASELINE_FORMAT:
-        return _load_baseline(ckpt, path, sam_checkpoint, variant)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a sam3d checkpoint (expected format {FORMAT!r} "
-                              f"or {BASELINE_FORMAT!r}, or the authors' "
-                              f"{'/'.join(OFFICIAL_KEYS)} dicts)")
+    fmt = get_format(ckpt.get("format")) if isinstance(ckpt, dict) else None
+    if fmt is None:
+        names = " or ".join(repr(n) for n in known_formats())
+        raise CheckpointError(f"{path} is not a sam3d checkpoint (expected format {names}, "
+                              f"or the authors' {'/'.join(OFFICIAL_KEYS)} dicts)")
+    return fmt.load(ckpt, path, sam_checkpoint, variant)
+
+
+def _load_sam3d(ckpt: dict, path: Path, sam_checkpoint: str | Path | None,
+                variant: str | None) -> Sam3D:
+    """Rebuild a Sam3D from a ``sam3d/1`` checkpoint."""
     for key, kind in (("variant", str), ("config", dict), ("state", dict)):
         if not isinstance(ckpt.get(key), kind):
             raise CheckpointError(f"{path} is an incomplete sam3d checkpoint: {key!r} missing")
@@ -291,7 +333,7 @@ def load_checkpoint(
             f"SAM checkpoint hash {model.sam_checkpoint_sha256[:12]}… differs from the "
             f"{recorded[:12]}… these weights were trained on"
         )
-    want = stored_state(model)
+    want = _sam3d_state(model)
     state = ckpt["state"]
     bad = sorted(set(want) ^ set(state)) + [
         k for k in want if k in state and state[k].shape != want[k].shape
@@ -302,25 +344,4 @@ def load_checkpoint(
     return model
 
 
-def _load_baseline(ckpt: dict, path, sam_checkpoint, variant) -> torch.nn.Module:
-    """Rebuild a supervised baseline (``sam3d-baseline/1``) and load its whole state strictly."""
-    from .baselines.networks import BASELINES
-
-    name, size, state = ckpt.get("variant"), ckpt.get("size"), ckpt.get("state")
-    if name not in BASELINES:
-        raise CheckpointError(f"{path}: unknown baseline {name!r}; known: {sorted(BASELINES)}")
-    if not (isinstance(size, (list, tuple)) and len(size) == 3) or not isinstance(state, dict):
-        raise CheckpointError(f"{path} is an incomplete baseline checkpoint (size or state)")
-    if variant is not None and name != variant:
-        raise CheckpointError(f"{path} holds baseline {name!r}, but {variant!r} was requested")
-    if sam_checkpoint is not None:
-        raise CheckpointError(f"{path} is a supervised baseline ({name}) without SAM weights; "
-                              "load it without sam_checkpoint")
-    baseline = BASELINES[name]
-    try:
-        cube = len(set(size)) == 1
-        model = baseline.engine_model(int(size[0])) if cube else baseline.model(size)
-    except ValueError as exc:
-        raise CheckpointError(f"{path}: {exc}") from exc
-    load_state_strict(model, state, f"{path} ({name})")
-    return model
+register_format(CheckpointFormat(FORMAT, _sam3d_state, _sam3d_fields, _load_sam3d))

@@ -86,11 +86,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         return _evaluate_official(args, model, spec, checkpoint)
     mode = args.mode or "both"
     modes = ("roi", "sliding") if mode == "both" else (mode,)
-    from .baselines.networks import PromptFree
-
-    config = getattr(model, "config", None)
-    prompt_free = isinstance(model, PromptFree) or (config is not None
-                                                    and not config.prompt_levels)
+    prompt_free = not model.promptable
     if prompt_free and mode != "auto":
         raise ValueError(f"{args.checkpoint} holds a prompt-free model (it cannot use clicks): "
                          "evaluate it with --mode auto")
@@ -145,10 +141,9 @@ def _check_official_flags(args: argparse.Namespace) -> None:
 
 
 def _evaluate_official(args: argparse.Namespace, model, spec, checkpoint) -> int:
-    from .baselines.networks import PromptFree
     from .evaluation.runner import evaluate_dataset_official
 
-    if isinstance(model, PromptFree) or not model.config.prompt_levels:
+    if not model.promptable:
         raise ValueError(f"{args.checkpoint} holds a prompt-free model: the official click "
                          "protocol needs a click-prompted one")
     res = evaluate_dataset_official(model, args.dataset or spec.name, args.data, args.out,

@@ -38,6 +38,9 @@ import torch
 from monai.networks.nets import UNETR, DynUNet, SwinUNETR
 from torch import nn
 
+#: the ``"format"`` of a baseline's checkpoint (written and read by :mod:`.checkpoints`)
+BASELINE_FORMAT = "sam3d-baseline/1"
+
 Crop = tuple[int, int, int]
 #: parameter-name fragments of modules MONAI builds but the network never calls
 UNUSED_PARAMETERS = ("norm_cross_attn",)
@@ -133,7 +136,13 @@ class PromptFree(nn.Module):
     it; ``.crop`` is the int edge when ``size`` is a cube (the convention of
     :class:`~sam3d.modeling.Sam3D`, which the trainer and predictor rely on), else ``size``.
     ``bf16 = True`` autocasts the forward to bfloat16 (the logits are returned as float32).
+    Its model kind (:class:`sam3d.modeling.kind.SegmentationModel`): not promptable, no
+    negative clicks, the baseline checkpoint format, one parameter group ``network``.
     """
+
+    promptable = False
+    negative_clicks = False
+    checkpoint_format = BASELINE_FORMAT
 
     def __init__(self, net: nn.Module, *, name: str, crop, in_channels: int = 1,
                  divisor: int = 1, fixed_size: bool = False):
@@ -155,6 +164,10 @@ class PromptFree(nn.Module):
     @property
     def crop(self) -> int | Crop:
         return self.size[0] if len(set(self.size)) == 1 else self.size
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters: one group, ``network``."""
+        return {"network": [p for p in self.parameters() if p.requires_grad]}
 
     def forward(self, volume: torch.Tensor, points: torch.Tensor | None = None) -> torch.Tensor:
         if volume.ndim != 5:

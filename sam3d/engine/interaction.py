@@ -73,7 +73,7 @@ def simulate_interaction(model: Sam3D, image: torch.Tensor, label: torch.Tensor,
     """``rounds`` corrective clicks appended to ``points`` ``B×N×3`` (and ``labels`` ``B×N``,
     None for a model without the extension): ``B×(N+rounds)×3`` and the labels. The image is
     encoded once; each round decodes it with the clicks so far (no gradient)."""
-    negatives = bool(getattr(model, "negative_clicks", False))
+    negatives = bool(model.negative_clicks)
     embedding = model.encode(image)
     for _ in range(rounds):
         logits = model.decode(embedding, points, labels)

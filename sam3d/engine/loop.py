@@ -223,7 +223,7 @@ class Trainer:
             label = batch["label"].to(self.device).as_tensor()
             points = batch_clicks(label, rng, cfg.train_lesion_clicks,
                                   cfg.train_random_clicks).to(self.device)
-            labels = click_labels(label, points) if getattr(model, "negative_clicks", False) \
+            labels = click_labels(label, points) if model.negative_clicks \
                 else None
             if cfg.interaction_rounds:  # simulated interaction (engine/interaction.py)
                 rounds = int(rng.integers(0, cfg.interaction_rounds + 1))

@@ -10,31 +10,24 @@ the same settings.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
-
 import torch
 from torch import nn
-
-if TYPE_CHECKING:
-    from ..modeling.sam3d import Sam3D
 
 GROUPS = ("encoder", "prompt", "decoder")
 
 
 def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """Trainable parameters of a :class:`~sam3d.modeling.sam3d.Sam3D` by group; any other
-    network (a supervised baseline) is one group, ``"network"``."""
-    if not hasattr(model, "image_encoder"):
-        groups = {"network": [p for p in model.parameters() if p.requires_grad]}
-        if not groups["network"]:
-            raise ValueError("the model has no trainable parameters")
-        return groups
-    sam = cast("Sam3D", model)  # a Sam3D: duck-typed by its image encoder above
-    groups = {
-        "encoder": [p for p in sam.image_encoder.parameters() if p.requires_grad],
-        "prompt": [p for p in sam.prompt_encoders.parameters() if p.requires_grad],
-        "decoder": [p for p in sam.mask_decoder.parameters() if p.requires_grad],
-    }
+    """Trainable parameters of a model by group (its
+    :meth:`~sam3d.modeling.kind.SegmentationModel.parameter_groups`: a Sam3D's ``encoder``,
+    ``prompt`` and ``decoder``, a supervised baseline's one ``network``); refuses a model with
+    none to train, and a network that is no sam3d model kind (wrap it in
+    :class:`~sam3d.baselines.networks.PromptFree`)."""
+    from ..modeling.kind import SegmentationModel
+
+    if not isinstance(model, SegmentationModel):
+        raise TypeError(f"{type(model).__name__} is not a sam3d model kind (name, crop, "
+                        "promptable, parameter_groups …): wrap a plain network in PromptFree")
+    groups = model.parameter_groups()
     if not any(groups.values()):
         raise ValueError("the model has no trainable parameters")
     return groups

@@ -13,13 +13,8 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import (
-    CheckpointError,
-    model_name,
-    read_checkpoint_file,
-    save_checkpoint,
-    stored_state,
-)
+from ..checkpoint import CheckpointError, read_checkpoint_file, save_checkpoint, stored_state
+from ..modeling.kind import crop_size
 
 TRAIN_FORMAT = "sam3d-train/1"
 
@@ -41,11 +36,11 @@ def load_training_state(path: str | Path, model, optimizer, scheduler) -> dict:
     train = (ckpt.get("extra") or {}).get("train") if isinstance(ckpt, dict) else None
     if not isinstance(train, dict) or train.get("format") != TRAIN_FORMAT:
         raise CheckpointError(f"{path} is not a sam3d training checkpoint (nothing to resume)")
-    if ckpt.get("variant") != model_name(model):
+    if ckpt.get("variant") != model.name:
         raise CheckpointError(f"{path} holds variant {ckpt.get('variant')!r}, the run builds "
-                              f"{model_name(model)!r}")
-    size = getattr(model, "size", None)  # a baseline: the crop it was built for
-    if size is not None and tuple(ckpt.get("size") or ()) != tuple(size):
+                              f"{model.name!r}")
+    size = crop_size(model.crop)  # a variant fixes its crop; a baseline records the one it had
+    if "size" in ckpt and tuple(ckpt.get("size") or ()) != size:
         raise CheckpointError(f"{path} was trained on crop {ckpt.get('size')}, the run builds "
                               f"{list(size)}")
     want = stored_state(model)

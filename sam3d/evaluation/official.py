@@ -160,7 +160,7 @@ def evaluate_case(model: torch.nn.Module, image: str | Path, label: str | Path, 
     case = case or load_case(image, label, dataset)
     sample, clicks = sample_clicks(case.prompt, k, seed=seed, click_indices=click_indices)
     shape = tuple(int(n) for n in case.image.shape[2:])
-    size = int(getattr(getattr(model, "config", None), "crop", ROI))  # vit_b: the official 128
+    size = int(model.crop)  # vit_b: the official 128
     roi = roi_of(clicks, shape, size)
     (d0, d1), (h0, h1), (w0, w1) = roi["slices"]
     dl, dr, hl, hr, wl, wr = roi["pad"]

@@ -88,7 +88,7 @@ class Predictor:
     @property
     def negative_clicks(self) -> bool:
         """Whether the model takes negative clicks (the negative-click extension)."""
-        return bool(getattr(self.model, "negative_clicks", False))
+        return bool(self.model.negative_clicks)
 
     def check_labels(self, labels: object, k: int) -> np.ndarray:
         """Click labels → ``(k,)`` bool (True = positive); None means all positive."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +14,12 @@ from torch import nn
 from .image_encoder import ImageEncoder3D
 from .mask_decoder import MaskDecoder3D
 from .prompt_encoder import PromptEncoder3D
+
+if TYPE_CHECKING:
+    from ..config import Sam3DConfig
+
+#: the ``"format"`` of a Sam3D's checkpoint (:mod:`sam3d.checkpoint`)
+FORMAT = "sam3d/1"
 
 
 def normalise_points(points: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -48,6 +55,13 @@ class Sam3D(nn.Module):
       image_encoder (ImageEncoder3D), mask_decoder (MaskDecoder3D).
       prompt_encoders (dict[int, PromptEncoder3D]): 1-based feature level → prompt encoder
         (the paper: ``{4: …}``; empty for the automatic, prompt-free variant).
+      config (Sam3DConfig): the named configuration the parts were built from
+        (:func:`sam3d.build.build_from_config`).
+
+    The model kind (:class:`sam3d.modeling.kind.SegmentationModel`): ``name`` (the variant),
+    ``crop``, ``promptable`` (it has a prompt encoder), ``negative_clicks``,
+    ``checkpoint_format`` and :meth:`parameter_groups`. ``sam_checkpoint_sha256``: the SAM
+    weights the encoder sits on (None: none loaded); ``sam_load_report``: what loading them did.
 
     Switches: ``grad_checkpointing`` (recompute encoder blocks in backward) and ``bf16``
     (autocast the forward to bfloat16). ``negative_clicks`` (read-only): whether the prompt
@@ -63,18 +77,41 @@ class Sam3D(nn.Module):
 
     def __init__(
         self, image_encoder: ImageEncoder3D, mask_decoder: MaskDecoder3D,
-        prompt_encoders: dict[int, PromptEncoder3D],
+        prompt_encoders: dict[int, PromptEncoder3D], config: Sam3DConfig,
     ) -> None:
         super().__init__()
         levels = len(image_encoder.taps)
         for level in prompt_encoders:
             if not 1 <= level <= levels:
                 raise ValueError(f"prompt level {level} outside 1..{levels}")
+        if tuple(sorted(prompt_encoders)) != tuple(sorted(config.prompt_levels)) \
+                or image_encoder.patch_embed.crop != config.crop:
+            raise ValueError(f"the parts do not match configuration {config.name!r} (prompt "
+                             f"levels {config.prompt_levels}, crop {config.crop})")
         self.image_encoder = image_encoder
         self.mask_decoder = mask_decoder
         self.prompt_encoders = nn.ModuleDict(
             {str(k): v for k, v in sorted(prompt_encoders.items())})
+        self.config = config
+        self.sam_checkpoint_sha256: str | None = None
+        self.sam_load_report: Any = None  # a sam3d.build.SamLoadReport once SAM is loaded
         self.bf16 = False
+
+    checkpoint_format = FORMAT
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def promptable(self) -> bool:
+        return bool(self.prompt_encoders)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters by group: ``encoder``, ``prompt``, ``decoder``."""
+        return {"encoder": [p for p in self.image_encoder.parameters() if p.requires_grad],
+                "prompt": [p for p in self.prompt_encoders.parameters() if p.requires_grad],
+                "decoder": [p for p in self.mask_decoder.parameters() if p.requires_grad]}
 
     @property
     def negative_clicks(self) -> bool:

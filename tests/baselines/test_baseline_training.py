@@ -11,9 +11,8 @@ import pytest
 import torch
 import yaml
 
-from sam3d.baselines.networks import BASELINES, PromptFree
+from sam3d.baselines.networks import BASELINE_FORMAT, BASELINES, PromptFree
 from sam3d.checkpoint import (
-    BASELINE_FORMAT,
     CheckpointError,
     load_checkpoint,
     read_checkpoint_file,

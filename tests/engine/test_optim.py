@@ -38,12 +38,16 @@ def test_groups_partition_the_trainable_parameters(tiny) -> None:
     assert not frozen.requires_grad and id(frozen) not in set(seen)
 
 
-def test_a_network_without_an_image_encoder_is_one_group() -> None:
-    net = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
-    net[0].bias.requires_grad_(False)
+def test_a_supervised_baseline_is_one_group() -> None:
+    from sam3d.baselines.networks import PromptFree
+
+    net = PromptFree(nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)), name="two_linear",
+                     crop=(8, 8, 8))
+    net.net[0].bias.requires_grad_(False)
     groups = parameter_groups(net)
     assert list(groups) == ["network"]
-    assert _ids(groups["network"]) == {id(net[0].weight), id(net[1].weight), id(net[1].bias)}
+    assert _ids(groups["network"]) == {id(net.net[0].weight), id(net.net[1].weight),
+                                       id(net.net[1].bias)}
     net.requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameters"):
         parameter_groups(net)
@@ -65,8 +69,15 @@ def test_build_optimizer_leaves_out_empty_groups_and_sets_the_recipe() -> None:
     assert isinstance(sched, torch.optim.lr_scheduler.LinearLR)
 
 
+def test_a_plain_network_is_refused_with_what_to_do() -> None:
+    with pytest.raises(TypeError, match="not a sam3d model kind.*PromptFree"):
+        parameter_groups(nn.Linear(2, 1))
+
+
 def test_the_schedule_decays_linearly_to_end_factor_and_stays() -> None:
-    net = nn.Linear(2, 1)
+    from sam3d.baselines.networks import PromptFree
+
+    net = PromptFree(nn.Linear(2, 1), name="linear", crop=(8, 8, 8))
     opt, sched = build_optimizer(net, lr=4e-4, weight_decay=0.0, epochs=4, end_factor=0.01)
     lrs = [opt.param_groups[0]["lr"]]
     for _ in range(6):
@@ -87,12 +98,18 @@ def test_one_optimizer_with_three_groups_updates_like_three_optimizers() -> None
              torch.randn(4, generator=gen)]
     grads = [[torch.randn(t.shape, generator=gen) for t in start] for _ in range(3)]
 
-    class Three(nn.Module):  # duck-typed as a Sam3D by its image encoder
+    class Three(nn.Module):  # a model kind with a Sam3D's three groups, one tensor each
+        name, crop, promptable, negative_clicks, checkpoint_format = "three", 8, True, False, ""
+
         def __init__(self) -> None:
             super().__init__()
             self.image_encoder = nn.ParameterList([nn.Parameter(start[0].clone())])
             self.prompt_encoders = nn.ParameterList([nn.Parameter(start[1].clone())])
             self.mask_decoder = nn.ParameterList([nn.Parameter(start[2].clone())])
+
+        def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+            return {"encoder": list(self.image_encoder), "prompt": list(self.prompt_encoders),
+                    "decoder": list(self.mask_decoder)}
 
     model = Three()
     opt, _ = build_optimizer(model, lr=1e-2, weight_decay=0.0, epochs=3, end_factor=0.01)

@@ -9,7 +9,13 @@ from torch import nn
 
 class CubeModel(nn.Module):
     """Logits ``B×2×c×c×c``: foreground (+10 vs −10) inside a cube of half-width ``half``
-    around each click, background elsewhere. Records the clicks it was given."""
+    around each click, background elsewhere. Records the clicks it was given. A model kind
+    (:class:`sam3d.modeling.kind.SegmentationModel`) that is never trained or saved."""
+
+    name = "cube_stub"
+    promptable = True
+    negative_clicks = False
+    checkpoint_format = "none (a test stand-in)"
 
     def __init__(self, crop: int = 16, half: int = 2):
         super().__init__()
@@ -56,6 +62,8 @@ class FloodModel(CubeModel):
 
 class ThresholdModel(CubeModel):
     """A prompt-free stand-in: foreground wherever the input is brighter than ``level``."""
+
+    promptable = False
 
     def __init__(self, crop: int = 16, level: float = 50.0):
         super().__init__(crop)
