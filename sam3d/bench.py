@@ -74,6 +74,8 @@ def work(kind: str, variant: str, device: str, warmup: int, opts: dict) -> dict:
     """One measurement (run inside the worker subprocess)."""
     import torch
 
+    from .engine.precision import autocast
+
     if kind == "matmul":  # fp32 GEMM throughput: the compute floor's denominator
         n = 4096
         a = torch.randn(n, n, device=device)
@@ -106,7 +108,14 @@ def work(kind: str, variant: str, device: str, warmup: int, opts: dict) -> dict:
             seconds = _timed(lambda: encoder(image), device, warmup)
         return {"seconds": round(seconds, 2), "rss_before_gib": round(before, 3), **_peak(device)}
     model, volume, points = _model_inputs(variant, device)
-    model.bf16 = bool(opts.get("bf16"))
+    with autocast(device, bool(opts.get("bf16"))):  # the run's precision, not the model's
+        return _model_work(kind, model, volume, points, device, warmup, opts)
+
+
+def _model_work(kind: str, model, volume, points, device: str, warmup: int, opts: dict) -> dict:
+    """The measurements of one model (:func:`work`, inside the run's autocast)."""
+    import torch
+
     if kind == "forward":
         model.eval()
         model.image_encoder.use_literal_patch_embed = opts.get("path") == "literal"

@@ -135,7 +135,7 @@ class PromptFree(nn.Module):
     repeated) the first ``in_channels`` are used. ``.name`` and ``.size`` (D, H, W) describe
     it; ``.crop`` is the int edge when ``size`` is a cube (the convention of
     :class:`~sam3d.modeling.Sam3D`, which the trainer and predictor rely on), else ``size``.
-    ``bf16 = True`` autocasts the forward to bfloat16 (the logits are returned as float32).
+    Precision is the caller's (:func:`sam3d.engine.precision.autocast`); the logits are float32.
     Its model kind (:class:`sam3d.modeling.kind.SegmentationModel`): not promptable, no
     negative clicks, the baseline checkpoint format, one parameter group ``network``.
     """
@@ -159,7 +159,6 @@ class PromptFree(nn.Module):
         self.in_channels = in_channels
         self.divisor = divisor
         self.fixed_size = fixed_size
-        self.bf16 = False
 
     @property
     def crop(self) -> int | Crop:
@@ -181,10 +180,7 @@ class PromptFree(nn.Module):
                              f"got {size}")
         if any(s % self.divisor for s in size):
             raise ValueError(f"{self.name}: sizes must be multiples of {self.divisor}, got {size}")
-        if not self.bf16:
-            return self.net(volume[:, : self.in_channels])
-        with torch.autocast(volume.device.type, dtype=torch.bfloat16):
-            return self.net(volume[:, : self.in_channels]).float()
+        return self.net(volume[:, : self.in_channels]).float()  # float32 under any autocast
 
 
 def _swin_unetr(crop: Crop, cin: int, cout: int) -> nn.Module:

@@ -38,6 +38,7 @@ from .config import TrainConfig
 from .distributed import DistContext, setup_distributed
 from .interaction import click_labels, simulate_interaction
 from .optim import build_optimizer, clip_per_group
+from .precision import autocast
 from .state import load_training_state, save_training_state
 
 METRICS = ("epoch", "train_loss", "train_dice", "val_loss", "val_dice", "lr", "seconds")
@@ -118,12 +119,10 @@ class Trainer:
         cfg = self.cfg
         if cfg.model != "sam3d":  # a supervised baseline: prompt-free, cubic crop
             model = BASELINES[cfg.model].engine_model(cfg.crop)
-            model.bf16 = cfg.bf16
             return model.to(self.device)
         overrides = {"tuning": cfg.tuning} if cfg.tuning else {}
         model = build_sam3d(cfg.variant, sam_checkpoint=cfg.sam_checkpoint, **overrides)
         model.grad_checkpointing = cfg.grad_checkpointing
-        model.bf16 = cfg.bf16
         return model.to(self.device)
 
     def _loader(self, dataset, epoch: int) -> DataLoader:
@@ -225,11 +224,12 @@ class Trainer:
                                   cfg.train_random_clicks).to(self.device)
             labels = click_labels(label, points) if model.negative_clicks \
                 else None
-            if cfg.interaction_rounds:  # simulated interaction (engine/interaction.py)
-                rounds = int(rng.integers(0, cfg.interaction_rounds + 1))
-                points, labels = simulate_interaction(model, image, label, points, labels,
-                                                      rounds, rng)
-            logits = net(image, points) if labels is None else net(image, points, labels)
+            with autocast(self.device, cfg.bf16):  # the run's precision (engine/precision.py)
+                if cfg.interaction_rounds:  # simulated interaction (engine/interaction.py)
+                    rounds = int(rng.integers(0, cfg.interaction_rounds + 1))
+                    points, labels = simulate_interaction(model, image, label, points, labels,
+                                                          rounds, rng)
+                logits = net(image, points) if labels is None else net(image, points, labels)
             loss = loss_fn(logits, label)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -258,7 +258,9 @@ class Trainer:
             label = item["label"].as_tensor()[None].to(self.device)
             mask = label[0, 0].cpu().numpy() > 0.5
             pts = validation_clicks(mask, case_rng(cfg.seed, item["case"], "val"), cfg.val_clicks)
-            logits = model(image, torch.as_tensor(pts, dtype=torch.float32)[None].to(self.device))
+            with autocast(self.device, cfg.bf16):
+                logits = model(image, torch.as_tensor(pts, dtype=torch.float32)[None]
+                               .to(self.device))
             losses.append(float(loss_fn(logits, label)))
             dices.append(_dice(logits, label))
         model.train()

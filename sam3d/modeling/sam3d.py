@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -63,9 +62,10 @@ class Sam3D(nn.Module):
     ``checkpoint_format`` and :meth:`parameter_groups`. ``sam_checkpoint_sha256``: the SAM
     weights the encoder sits on (None: none loaded); ``sam_load_report``: what loading them did.
 
-    Switches: ``grad_checkpointing`` (recompute encoder blocks in backward) and ``bf16``
-    (autocast the forward to bfloat16). ``negative_clicks`` (read-only): whether the prompt
-    encoders carry the negative-click extension (``Sam3DConfig.negative_clicks``).
+    Switch: ``grad_checkpointing`` (recompute encoder blocks in backward). Precision is the
+    caller's (:func:`sam3d.engine.precision.autocast`); the logits are float32.
+    ``negative_clicks`` (read-only): whether the prompt encoders carry the negative-click
+    extension (``Sam3DConfig.negative_clicks``).
 
     ``forward(volume, points, labels=None)``: volume ``B×C×D×H×W`` (C = 1 or 3, D = H = W =
     crop), points ``B×N×3`` voxel indices (d, h, w) inside the volume (ignored by a prompt-free
@@ -95,7 +95,6 @@ class Sam3D(nn.Module):
         self.config = config
         self.sam_checkpoint_sha256: str | None = None
         self.sam_load_report: Any = None  # a sam3d.build.SamLoadReport once SAM is loaded
-        self.bf16 = False
 
     checkpoint_format = FORMAT
 
@@ -179,22 +178,17 @@ class Sam3D(nn.Module):
                 labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.decode(self.encode(volume), points, labels)
 
-    def _autocast(self, device_type: str):
-        return torch.autocast(device_type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
-
     def encode(self, volume: torch.Tensor) -> Embedding:
         """Everything that does not depend on the prompt, for ``volume`` ``B×C×D×H×W``: the
         image encoder's levels, the raw-image skip, and the decoder's share of every level no
         prompt encoder touches (:meth:`MaskDecoder3D.precompute`). A click after the first
         then costs only :meth:`decode` (the prompt encoders and the prompted levels' heads)."""
         self.check_inputs(volume)
-        with self._autocast(volume.device.type):
-            feats = self.image_encoder(volume)
-            # raw-image skip at twice the token resolution (a 2×2×2 mean for a 128³ crop)
-            skip = F.adaptive_avg_pool3d(volume[:, :1].permute(0, 1, 3, 4, 2),
-                                         2 * feats[0].shape[-1])
-            prompted = [int(k) - 1 for k in self.prompt_encoders]
-            decoder = self.mask_decoder.precompute(feats, skip, prompted)
+        feats = self.image_encoder(volume)
+        # raw-image skip at twice the token resolution (a 2×2×2 mean for a 128³ crop)
+        skip = F.adaptive_avg_pool3d(volume[:, :1].permute(0, 1, 3, 4, 2), 2 * feats[0].shape[-1])
+        prompted = [int(k) - 1 for k in self.prompt_encoders]
+        decoder = self.mask_decoder.precompute(feats, skip, prompted)
         return Embedding({i: feats[i] for i in prompted}, decoder, tuple(volume.shape),
                          volume.device)
 
@@ -210,17 +204,15 @@ class Sam3D(nn.Module):
         self.check_labels(labels, points)
         if labels is not None:
             labels = labels.to(device=embedding.device, dtype=torch.long)
-        with self._autocast(embedding.device.type):
-            levels = {}
-            if self.prompt_encoders:
-                assert points is not None  # check_points refuses None for a promptable model
-                grid_points = normalise_points(points.to(torch.float32), embedding.shape[2:])
-                for key, prompt_encoder in self.prompt_encoders.items():
-                    level = int(key) - 1
-                    levels[level] = prompt_encoder(embedding.levels[level], grid_points,
-                                                   labels)
-            logits = self.mask_decoder.decode(embedding.decoder, levels, self.crop)
-        return logits.float().permute(0, 1, 4, 2, 3)
+        levels = {}
+        if self.prompt_encoders:
+            assert points is not None  # check_points refuses None for a promptable model
+            grid_points = normalise_points(points.to(torch.float32), embedding.shape[2:])
+            for key, prompt_encoder in self.prompt_encoders.items():
+                level = int(key) - 1
+                levels[level] = prompt_encoder(embedding.levels[level], grid_points, labels)
+        logits = self.mask_decoder.decode(embedding.decoder, levels, self.crop)
+        return logits.float().permute(0, 1, 4, 2, 3)  # float32 under any caller's autocast
 
 
 @dataclass(frozen=True)

@@ -133,8 +133,9 @@ def test_engine_model_is_a_cube_with_only_used_parameters_trainable() -> None:
 
 
 def test_bf16_autocast_returns_float32_logits() -> None:
+    from sam3d.engine.precision import autocast
+
     model = build_baseline("dynunet_smoke", crop=(32, 32, 32)).eval()
-    model.bf16 = True
-    with torch.no_grad():
+    with torch.no_grad(), autocast("cpu", True):
         logits = model(torch.randn(1, 1, 32, 32, 32))
     assert logits.dtype == torch.float32 and logits.shape == (1, 2, 32, 32, 32)

@@ -33,6 +33,25 @@ def _cli(*args, env=None, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
 
 
+def test_a_bf16_run_trains_under_the_trainers_autocast(smoke_cfg, monkeypatch) -> None:
+    """``bf16: true`` is the trainer's: its forward runs under bfloat16 autocast, the model
+    computes in it (the encoder's matmuls come out bfloat16) and the loss sees float32."""
+    from sam3d.modeling.image_encoder import ImageEncoder3D
+
+    seen: list[torch.dtype] = []
+    forward = ImageEncoder3D.forward
+
+    def recording(self, x):
+        out = forward(self, x)
+        seen.append(out[-1].dtype)
+        return out
+
+    monkeypatch.setattr(ImageEncoder3D, "forward", recording)
+    history = Trainer(smoke_cfg.replace(bf16=True)).run()
+    assert np.isfinite(history[0]["train_loss"]) and np.isfinite(history[0]["val_loss"])
+    assert seen and set(seen) == {torch.bfloat16}
+
+
 def test_one_smoke_epoch_writes_every_output(smoke_cfg) -> None:
     history = Trainer(smoke_cfg).run()
     assert len(history) == 1
