@@ -13,9 +13,9 @@ Per tumour (:func:`paste_tumours`), all drawn from ``numpy.random.default_rng(se
   coordinates are displaced by a smooth random field (Gaussian-filtered noise, largest
   displacement ``elastic`` × the mean semi-axis): an elastic deformation;
 * **texture**: Gaussian noise smoothed over ``texture_mm`` and scaled to ``texture_hu``
-  standard deviation, around a mean HU: the organ's mean HU plus a contrast drawn from
-  ``hu`` (``hu_mode`` "relative": darker than the parenchyma for liver) or drawn from ``hu``
-  itself (``hu_mode`` "absolute": soft-tissue nodules in lung);
+  standard deviation over the tumour, around a mean HU (the tumour's mean): the organ's mean
+  HU plus a contrast drawn from ``hu`` (``hu_mode`` "relative": darker than the parenchyma for
+  liver) or drawn from ``hu`` itself (``hu_mode`` "absolute": soft-tissue nodules in lung);
 * **edge**: the mask blurred over ``edge_mm`` is the blending weight α (kept inside the organ):
   ``ct ← (1 − α)·ct + α·texture``; the tumour's label is α ≥ 0.5;
 * **mass effect** (optional): before pasting, the CT and its label around the tumour are pushed
@@ -37,6 +37,7 @@ from scipy.spatial.transform import Rotation
 
 HU_MODES = ("relative", "absolute")
 SHRINK = 0.8  # scale of a tumour redrawn smaller where the organ has no room for it
+TRIES = 200  # candidate centres drawn per size before a tumour is shrunk
 
 
 def _pair(name: str, value, low: float | None = None) -> tuple[float, float]:
@@ -138,12 +139,13 @@ def paste_tumours(image, label, organ, spacing, n: int, seed: int,
     organ_hu = float(np.mean(img[org & (lab != target)])) if (org & (lab != target)).any() \
         else float(np.mean(img[org]))
     tumours = []
+    room = _Room(img, lab, org, sp, target, organ_hu, spec)
     for k in range(n):
         axes = np.sort(rng.uniform(*spec.radius_mm, size=3))[::-1]
-        centre = _draw_centre(rng, img, lab, org, sp, target, organ_hu, float(axes[0]), spec)
+        centre = room.draw(rng, lab, float(axes[0]))
         while centre is None and axes[0] * SHRINK >= spec.radius_mm[0]:
             axes = axes * SHRINK  # no room for this size: the same shape, smaller
-            centre = _draw_centre(rng, img, lab, org, sp, target, organ_hu, float(axes[0]), spec)
+            centre = room.draw(rng, lab, float(axes[0]))
         if centre is None:
             raise ValueError(f"no room in the organ for tumour {k + 1} of {n} (largest "
                              f"semi-axis {axes[0]:.1f} mm, border {spec.border_mm} mm)")
@@ -151,25 +153,45 @@ def paste_tumours(image, label, organ, spacing, n: int, seed: int,
     return Pasted(image=img, label=lab, organ=org, tumours=tumours)
 
 
-def _draw_centre(rng, img, lab, org, sp, target, organ_hu, radius, spec):
-    """A voxel index (x, y, z) for a tumour of largest semi-axis ``radius`` mm, or None."""
-    need = radius + spec.border_mm + spec.mass_effect_mm
-    box = ndimage.find_objects(org.astype(np.uint8))[0]
-    inside = org[box] & (lab[box] != target)
-    # padded with background: the volume's edge is a border too (the organ may go on beyond)
-    dist = ndimage.distance_transform_edt(np.pad(inside, 1), sampling=sp)[1:-1, 1:-1, 1:-1]
-    ok = dist >= need
-    keep_away = lab[box] == target  # lesions already there (real or pasted)
-    if spec.vessel_hu is not None:
-        smooth = ndimage.gaussian_filter(img[box], 1.0 / sp, truncate=2.0)
-        keep_away |= org[box] & (smooth > organ_hu + spec.vessel_hu)
-    if keep_away.any():
-        ok &= ndimage.distance_transform_edt(~keep_away, sampling=sp) >= radius + spec.border_mm
-    where = np.flatnonzero(ok)
-    if where.size == 0:
+class _Room:
+    """Where tumours may go: the organ's border distance and its bright vessels, computed once
+    per :func:`paste_tumours` call from the input (the mass effect moves the organ's border by
+    less than the margin kept for it)."""
+
+    def __init__(self, img, lab, org, sp, target, organ_hu, spec):
+        self.box = ndimage.find_objects(org.astype(np.uint8))[0]
+        inside = org[self.box] & (lab[self.box] != target)
+        # padded with background: the volume's edge is a border too (the organ may go on)
+        self.dist = ndimage.distance_transform_edt(np.pad(inside, 1),
+                                                   sampling=sp)[1:-1, 1:-1, 1:-1]
+        self.vessels = np.zeros(img.shape, bool)
+        if spec.vessel_hu is not None:
+            smooth = ndimage.gaussian_filter(img[self.box], 1.0 / sp, truncate=2.0)
+            self.vessels[self.box] = org[self.box] & (smooth > organ_hu + spec.vessel_hu)
+        self.sp, self.target, self.spec = sp, target, spec
+
+    def draw(self, rng, lab, radius: float):
+        """A voxel index (x, y, z) for a tumour of largest semi-axis ``radius`` mm, or None:
+        up to :data:`TRIES` voxels deep enough in the organ are drawn, the first with no
+        lesion or vessel voxel within ``radius + border_mm`` is taken."""
+        spec, sp = self.spec, self.sp
+        where = np.flatnonzero(self.dist >= radius + spec.border_mm + spec.mass_effect_mm)
+        if where.size == 0:
+            return None
+        clear = radius + spec.border_mm
+        for pick in rng.integers(where.size, size=TRIES):
+            local = np.unravel_index(where[pick], self.dist.shape)
+            centre = tuple(int(i + s.start) for i, s in zip(local, self.box, strict=True))
+            near = _local_box(centre, clear, sp, lab.shape)
+            away = (lab[near] == self.target) | self.vessels[near]
+            if not away.any():
+                return centre
+            grids = np.meshgrid(*[(np.arange(b.start, b.stop) - c) * d
+                                  for b, c, d in zip(near, centre, sp, strict=True)],
+                                indexing="ij")
+            if float(np.sqrt(sum(g ** 2 for g in grids))[away].min()) >= clear:
+                return centre
         return None
-    local = np.unravel_index(where[rng.integers(where.size)], ok.shape)
-    return tuple(int(i + s.start) for i, s in zip(local, box, strict=True))
 
 
 def _local_box(centre, half_mm, sp, shape):
@@ -214,7 +236,10 @@ def _paste_one(rng, img, lab, org, sp, target, organ_hu, centre, axes, spec) -> 
     noise = rng.standard_normal(mask.shape)
     if spec.texture_mm > 0:
         noise = ndimage.gaussian_filter(noise, spec.texture_mm / sp, mode="nearest")
-    std = float(noise.std())
+    # zero mean and unit deviation over the tumour, so its mean HU is the one drawn
+    core = mask & organ_local if (mask & organ_local).any() else mask
+    noise = noise - float(noise[core].mean())
+    std = float(noise[core].std())
     texture = mean_hu + (noise / std if std > 0 else noise) * spec.texture_hu
     capsule = bool(rng.random() < spec.capsule_prob)
     out = (1.0 - alpha) * img[box] + alpha * texture

@@ -69,7 +69,7 @@ def test_label_exactly_where_pasted() -> None:
         inside[x0:x1, y0:y1, z0:z1] = True
         hu = out.image[new & inside]
         assert hu.size >= t["voxels"] // 2
-        assert abs(float(hu.mean()) - t["mean_hu"]) < 3.0
+        assert abs(float(hu.mean()) - t["mean_hu"]) < 1.0
         assert 3.0 < float(hu.std()) < 8.0
 
 
