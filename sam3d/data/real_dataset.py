@@ -12,13 +12,14 @@ sample folder (``data/samples``, :mod:`sam3d.data.samples`):
   real lesions), the liver of ``totalseg_ct`` (TotalSegmentator class
   :data:`~sam3d.data.organ_masks.TOTALSEG_LIVER`) and the lungs of ``lung1``/``lung2`` (mask
   from HU, :func:`~sam3d.data.organ_masks.lung_mask`; the CT is cropped to the lungs; their real
-  tumour is kept as target);
+  tumour is kept as target; the lungs themselves are left unlabelled, so the statistics over
+  labelled voxels, :mod:`sam3d.data.stats`, keep a soft-tissue window);
 * optionally ``phantom_<i>`` (:mod:`sam3d.data.phantoms`).
 
-Labels: 0 background, 1 the organ, 2 tumour (the target), 3 excluded tumour. Volumes keep their
-own voxel size (the pipeline resamples to the spec's spacing). ``<root>/split.json``: test =
-``lits117_test`` only, validation = the last synthetic case of the first ``val_sources``,
-training = the rest. Deterministic: every case draws from
+Labels: 0 background, 1 the organ (liver), 2 tumour (the target), 3 excluded tumour. Volumes
+keep their own voxel size (the pipeline resamples to the spec's spacing).
+``<root>/split.json``: test = ``lits117_test`` only, validation = the last synthetic case of
+each of ``val_sources``, training = the rest. Deterministic: every case draws from
 :func:`~sam3d.data.phantoms.case_seed` of ``seed``; nothing is written when ``root`` already
 holds the dataset of the same parameters and source files.
 """
@@ -41,7 +42,7 @@ from .phantoms import _save_nifti as save_nifti
 from .splits import save_split
 from .synth_tumours import TumourSpec, paste_tumours
 
-VERSION = 1
+VERSION = 2
 TARGET = 2
 LABELS = {0: "background", 1: "organ", 2: "tumour", 3: "tumour excluded from scoring"}
 SOURCES = ("lits117", "totalseg_ct", "lung1", "lung2")
@@ -119,7 +120,9 @@ def _organs(name: str, files) -> tuple[tuple, np.ndarray]:
                 {"organ": f"liver (TotalSegmentator class {TOTALSEG_LIVER})",
                  "labels": {**LABELS, 1: "liver"}}), image.affine
     lungs = lung_mask(image.array, image.spacing)
-    lab = np.where(label.array == 1, TARGET, lungs).astype(np.uint8)  # the real tumour stays
+    # the real tumour stays; the lungs stay unlabelled (background), so the intensity
+    # statistics over labelled voxels (sam3d.data.stats) keep a soft-tissue window
+    lab = np.where(label.array == 1, TARGET, 0).astype(np.uint8)
     sp = np.asarray(image.spacing)
     box = np.argwhere(lungs | (label.array == 1))
     margin = np.ceil(LUNG_MARGIN_MM / sp).astype(int)
@@ -130,7 +133,7 @@ def _organs(name: str, files) -> tuple[tuple, np.ndarray]:
     affine[:3, 3] = image.affine[:3, :3] @ lo + image.affine[:3, 3]
     return (image.array[crop], lab[crop], lungs[crop], image.spacing,
             {"organ": "lungs (HU < -400 inside the body)", "crop_offset": [int(v) for v in lo],
-             "labels": {**LABELS, 1: "lungs"}}
+             "labels": {0: "background (lungs included)", 2: "tumour"}, "organ_label": 0}
             ), affine
 
 
@@ -185,7 +188,9 @@ def write_real_dataset(root: str | Path, samples: str | Path,
             n = int(rng.integers(spec.tumours[0], spec.tumours[1] + 1))
             out = paste_tumours(img, lab, organ, spacing, n, int(rng.integers(2 ** 31)),
                                 tumour_spec, target=TARGET)
-            lab_out = np.where(out.label == TARGET, TARGET, out.organ).astype(np.uint8)
+            organ_value = extra.get("organ_label", 1)
+            lab_out = np.where(out.label == TARGET, TARGET,
+                               np.where(out.organ, organ_value, 0)).astype(np.uint8)
             write(f"synth_{name}_{i}", out.image, lab_out, affine, spacing,
                   source=name, synthetic=out.tumours, tumour_spec=tumour_spec.params(),
                   **extra)
