@@ -35,7 +35,7 @@ import numpy as np
 from ..hashing import sha256_file
 from . import layout
 from .io import load_volume
-from .lesion_split import EXCLUDED, choose_split, split_arrays
+from .lesion_split import EXCLUDED, choose_split, lesion_components, split_arrays
 from .organ_masks import TOTALSEG_LIVER, label_mask, lung_mask
 from .phantoms import PhantomSpec, case_seed, make_phantom
 from .phantoms import _save_nifti as save_nifti
@@ -227,3 +227,54 @@ def _up_to_date(root: Path, description: str, ids: list[str]) -> bool:
         return False
     return (index.description == description and sorted(index.cases) == ids
             and (root / SPLIT_FILE).is_file())
+
+
+def write_lesion_cases(root: str | Path, out: str | Path, min_voxels: int = 100) -> Path:
+    """One test case per held-out lesion: ``<out>/lits117_test_lesion_<id>``, the test
+    sub-volume of the dataset at ``root`` with only that lesion as target (the other test
+    lesions get :data:`~sam3d.data.lesion_split.EXCLUDED`), for per-lesion 1-click scores of
+    the lesions of at least ``min_voxels`` voxels. Returns ``out`` (with its split file: all
+    test)."""
+    if isinstance(min_voxels, bool) or not isinstance(min_voxels, int) or min_voxels < 1:
+        raise ValueError(f"min_voxels must be a positive integer, got {min_voxels!r}")
+    root, out = Path(root), Path(out)
+    index = layout.read_index(root)
+    doc = json.loads((root / layout.INDEX).read_text(encoding="utf-8"))["cases"]["lits117_test"]
+    meta = doc["lesion_split"]
+    image = load_volume(index.cases["lits117_test"].image)
+    label = load_volume(index.cases["lits117_test"].label, "label")
+    comp, _ = lesion_components(np.where(label.array == TARGET, TARGET, 0), TARGET,
+                                meta["connectivity"])
+    full = {les["id"]: les for les in meta["lesions"] if les["role"] == "test"}
+    cases: dict[str, dict] = {}
+    for lesion_id in sorted(i for i, les in full.items() if les["voxels"] >= min_voxels):
+        voxels = full[lesion_id]["voxels"]
+        # components numbered in the sub-volume: the one of this lesion's size and bbox
+        here = _match(comp, full[lesion_id], doc["offset"])
+        lab = label.array.astype(np.uint8)
+        lab[(label.array == TARGET) & (comp != here)] = EXCLUDED
+        case_id = f"lits117_test_lesion_{lesion_id}"
+        folder = out / case_id
+        folder.mkdir(parents=True, exist_ok=True)
+        save_nifti(folder / "image.nii.gz", _hu(image.array), image.affine)
+        save_nifti(folder / "label.nii.gz", lab, image.affine)
+        cases[case_id] = layout.case_record(case_id, image.array, image.spacing, lab, TARGET,
+                                            note=f"LiTS 117 test lesion {lesion_id} "
+                                                 f"({voxels} voxels) alone as target")
+    layout.write_index(out, name="real_ct_lesions", labels=LABELS, target=TARGET, cases=cases,
+                       source=str(root), description="held-out LiTS 117 lesions, one per case")
+    save_split(out / SPLIT_FILE, {"train": [], "val": [], "test": sorted(cases)},
+               source="sam3d.data.real_dataset.write_lesion_cases")
+    return out
+
+
+def _match(comp: np.ndarray, lesion: dict, offset) -> int:
+    """The component number in ``comp`` (a sub-volume at ``offset``) of ``lesion``."""
+    lo = [b[0] - o for b, o in zip(lesion["bbox"], offset, strict=True)]
+    hi = [b[1] - o for b, o in zip(lesion["bbox"], offset, strict=True)]
+    window = comp[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    ids, counts = np.unique(window[window > 0], return_counts=True)
+    hit = [int(i) for i, c in zip(ids, counts, strict=True) if c == lesion["voxels"]]
+    if len(hit) != 1:
+        raise ValueError(f"lesion {lesion['id']} not found whole in the test sub-volume")
+    return hit[0]

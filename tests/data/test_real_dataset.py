@@ -17,6 +17,7 @@ from sam3d.data.real_dataset import (
     SPLIT_FILE,
     RealDatasetSpec,
     make_real_split,
+    write_lesion_cases,
     write_real_dataset,
 )
 from sam3d.data.samples import fetch_samples
@@ -130,6 +131,26 @@ def test_the_pipeline_reads_it(written) -> None:
     sample = sample[0] if isinstance(sample, list) else sample
     assert sample["label"].shape[1:] == sample["image"].shape[1:]
     assert float(sample["label"].sum()) > 0
+
+
+def test_one_case_per_held_out_lesion(written, tmp_path) -> None:
+    out = write_lesion_cases(written, tmp_path / "lesions", min_voxels=100)
+    index = layout.read_index(out)
+    meta = json.loads((written / "dataset.json").read_text())["cases"]["lits117_test"]
+    big = {les["id"]: les["voxels"] for les in meta["lesion_split"]["lesions"]
+           if les["role"] == "test" and les["voxels"] >= 100}
+    assert index.case_ids() == sorted(f"lits117_test_lesion_{i}" for i in big)
+    _, full = _read(written, "lits117_test")
+    for lesion_id, voxels in big.items():
+        _, label = _read(out, f"lits117_test_lesion_{lesion_id}")
+        assert np.count_nonzero(label.array == 2) == voxels
+        # the other lesions are excluded, the rest of the label is as it was
+        np.testing.assert_array_equal(label.array == EXCLUDED,
+                                      (full.array == EXCLUDED)
+                                      | ((full.array == 2) & (label.array != 2)))
+    assert load_split(out / SPLIT_FILE)["test"] == index.case_ids()
+    with pytest.raises(ValueError):
+        write_lesion_cases(written, tmp_path / "x", min_voxels=0)
 
 
 @pytest.mark.parametrize("kwargs", [{"sources": ("lits117", "kits")}, {"per_source": 1},
