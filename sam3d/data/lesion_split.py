@@ -22,7 +22,8 @@ The cut is chosen by a fixed rule computed from the label (:func:`choose_split`)
 
 On real data a clean cut (no lesion crossing any face) may not exist — in LiTS 117 no plane
 across x or y is crossed by no lesion, and across z only planes 1–5 and 26 are, which leaves
-at most two test lesions; nor is there a cut whose test and training slabs share no lesion.
+at most two test lesions; nor is there a cut with three whole test lesions of ≥ 100 voxels
+whose test and training slabs share no lesion (a band of 8, a training slab of ≥ 64).
 Hence the roles:
 
 * ``test``: wholly in the test slab — the held-out lesions, label ``target`` there. Being whole

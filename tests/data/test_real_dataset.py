@@ -159,3 +159,17 @@ def test_one_case_per_held_out_lesion(written, tmp_path) -> None:
 def test_bad_spec(kwargs) -> None:
     with pytest.raises(ValueError):
         RealDatasetSpec(**kwargs)
+
+
+def test_script_refuses_bad_arguments_with_a_message(tmp_path, capsys) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "make_real_dataset_script",
+        Path(__file__).resolve().parents[2] / "data_scripts/make_real_dataset.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--per-source", "1", "--out", str(tmp_path / "ds")]) == 1
+    assert "make_real_dataset: error: per_source must be ≥ 2" in capsys.readouterr().err
+    assert not (tmp_path / "ds").exists()
