@@ -189,6 +189,20 @@ def load_case(image_path: str | Path, label_path: str | Path, target: int | None
     return image, label
 
 
+def save_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray) -> None:
+    """Write ``data`` (``(x, y, z)``, NIfTI order) with ``affine`` (mm; qform and sform set)
+    to ``path`` atomically (:func:`sam3d.utils.files.atomic_write`)."""
+    import nibabel as nib
+
+    from ..utils.files import atomic_write
+
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_xyzt_units("mm")
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    atomic_write(path, lambda tmp: nib.save(img, tmp))
+
+
 def _read_nifti(p: Path) -> tuple[np.ndarray, np.ndarray]:
     import nibabel as nib
 

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from ..utils.files import atomic_write
 from . import layout
+from .io import save_nifti
 
 GENERATOR_VERSION = 1
 LABELS = {0: "background", 1: "organ", 2: "tumour"}
@@ -375,16 +375,6 @@ def _up_to_date(root: Path, description: str, ids: list[str]) -> bool:
     return index.description == description and sorted(index.cases) == sorted(ids)
 
 
-def _save_nifti(path: Path, data: np.ndarray, affine: np.ndarray) -> None:
-    import nibabel as nib
-
-    img = nib.Nifti1Image(data, affine)
-    img.header.set_xyzt_units("mm")
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    atomic_write(path, lambda tmp: nib.save(img, tmp))
-
-
 def write_phantom_dataset(root: str | Path, n_cases: int, seed: int = 0,
                           spec: PhantomSpec = PhantomSpec(), prefix: str = "phantom") -> Path:
     """Write ``n_cases`` phantoms to ``root`` in the common layout; returns ``root``.
@@ -420,8 +410,8 @@ def write_phantom_dataset(root: str | Path, n_cases: int, seed: int = 0,
         folder = root / case_id
         folder.mkdir(parents=True, exist_ok=True)
         hu = np.clip(np.rint(ph.image), -1024, 3071).astype(np.int16)
-        _save_nifti(folder / "image.nii.gz", hu, ph.affine)
-        _save_nifti(folder / "label.nii.gz", ph.label, ph.affine)
+        save_nifti(folder / "image.nii.gz", hu, ph.affine)
+        save_nifti(folder / "label.nii.gz", ph.label, ph.affine)
         note = f"seed={ph.seed} difficulty={spec.difficulty:g} tumours={len(ph.tumours)}"
         cases[case_id] = layout.case_record(case_id, hu, ph.spacing, ph.label, TARGET, note=note)
     layout.write_index(root, name="phantoms", labels=LABELS, target=TARGET, cases=cases,

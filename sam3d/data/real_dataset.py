@@ -34,11 +34,10 @@ import numpy as np
 
 from ..hashing import sha256_file
 from . import layout
-from .io import load_volume
+from .io import load_volume, save_nifti
 from .lesion_split import EXCLUDED, choose_split, lesion_components, split_arrays
 from .organ_masks import TOTALSEG_LIVER, label_mask, lung_mask
 from .phantoms import PhantomSpec, case_seed, make_phantom
-from .phantoms import _save_nifti as save_nifti
 from .splits import save_split
 from .synth_tumours import TumourSpec, paste_tumours
 
