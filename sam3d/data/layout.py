@@ -165,6 +165,17 @@ def read_index(root: str | Path) -> DatasetIndex:
                         description=str(doc.get("description", "")))
 
 
+def up_to_date(root: str | Path, description: str, ids) -> bool:
+    """Whether ``root`` already holds a written dataset with this ``description`` and exactly
+    the cases ``ids`` (every file present: :func:`read_index` checks), so a generator need not
+    write it again."""
+    try:
+        index = read_index(root)
+    except LayoutError:
+        return False
+    return index.description == description and sorted(index.cases) == sorted(ids)
+
+
 def _inside(root: Path, rel: str, index_path: Path) -> Path:
     """``root / rel``, refusing absolute paths and anything that resolves outside ``root``."""
     p = Path(rel)

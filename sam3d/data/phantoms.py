@@ -367,14 +367,6 @@ def case_seed(seed: int, index: int) -> int:
     return int(state[0])
 
 
-def _up_to_date(root: Path, description: str, ids: list[str]) -> bool:
-    try:
-        index = layout.read_index(root)  # also checks that every file exists
-    except layout.LayoutError:
-        return False
-    return index.description == description and sorted(index.cases) == sorted(ids)
-
-
 def write_phantom_dataset(root: str | Path, n_cases: int, seed: int = 0,
                           spec: PhantomSpec = PhantomSpec(), prefix: str = "phantom") -> Path:
     """Write ``n_cases`` phantoms to ``root`` in the common layout; returns ``root``.
@@ -402,7 +394,7 @@ def write_phantom_dataset(root: str | Path, n_cases: int, seed: int = 0,
     description = ("Synthetic CT-like abdominal phantoms (liver-like organ with small irregular "
                    "low-contrast tumours). Generator parameters: "
                    + json.dumps(params, sort_keys=True))
-    if _up_to_date(root, description, ids):
+    if layout.up_to_date(root, description, ids):
         return root
     cases = {}
     for i, case_id in enumerate(ids):

@@ -153,7 +153,7 @@ def write_real_dataset(root: str | Path, samples: str | Path,
                    "tumours in real liver and lung. Parameters: " + json.dumps(params,
                                                                                 sort_keys=True))
     ids = _case_ids(spec)
-    if _up_to_date(root, description, sorted(ids)):
+    if layout.up_to_date(root, description, ids) and (root / SPLIT_FILE).is_file():
         return root
     cases: dict[str, dict] = {}
 
@@ -217,15 +217,6 @@ def make_real_split(spec: RealDatasetSpec) -> dict[str, list[str]]:
     ids = _case_ids(spec)
     return {"train": sorted(i for i in ids if i not in val and i != "lits117_test"),
             "val": sorted(val), "test": ["lits117_test"]}
-
-
-def _up_to_date(root: Path, description: str, ids: list[str]) -> bool:
-    try:
-        index = layout.read_index(root)  # also checks that every file exists
-    except layout.LayoutError:
-        return False
-    return (index.description == description and sorted(index.cases) == ids
-            and (root / SPLIT_FILE).is_file())
 
 
 def write_lesion_cases(root: str | Path, out: str | Path, min_voxels: int = 100) -> Path:
