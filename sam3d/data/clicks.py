@@ -179,6 +179,21 @@ def check_clicks(points: object, shape: object, name: str = "click") -> np.ndarr
     return np.array(rows, dtype=np.int64).reshape(-1, 3)
 
 
+def check_label_rows(positive: object, negative_clicks: bool) -> None:
+    """Raise :class:`ClickError` unless every row of ``positive`` (``B×N`` bool, True = a
+    positive click) holds a positive click and, for a model without the negative-click
+    extension (``negative_clicks=False``), no click is negative. The predictor checks this
+    before any encoder pass; the model itself checks shapes only."""
+    rows = np.atleast_2d(np.asarray(positive, dtype=bool))
+    if not rows.any(1).all():
+        raise ClickError("every prompt needs a positive click: a negative click alone marks "
+                         "no object")
+    if not negative_clicks and not rows.all():
+        raise ClickError("this model has no negative-click extension (its configuration has "
+                         "negative_clicks=False): give positive clicks only, or use a model "
+                         "trained with the extension (e.g. tiny_interactive)")
+
+
 # ------------------------------------------------------------------------ seeded sampling
 
 

@@ -47,9 +47,9 @@ from monai.data import MetaTensor
 from monai.inferers import sliding_window_inference
 from monai.transforms import Invertd
 
+from ..data.clicks import check_clicks, check_label_rows
 from ..data.specs import DatasetSpec
 from ..data.transforms import build_transforms
-from ..modeling.sam3d import check_label_rows
 from .embeddings import DEFAULT_BUDGET, EmbeddingCache
 from .roi import Box, clicks_in_roi, crop_roi, paste_roi, roi_box
 
@@ -100,19 +100,28 @@ class Predictor:
                              f"click, got {arr.tolist()!r}")
         out = arr.astype(bool)
         if k:
-            check_label_rows(torch.from_numpy(out)[None], self.negative_clicks)
+            check_label_rows(out[None], self.negative_clicks)
         return out
 
     @torch.no_grad()
     def probabilities(self, image: torch.Tensor, clicks: np.ndarray, mode: str = "roi",
                       labels: object = None) -> torch.Tensor:
         """Lesion probability ``D×H×W`` on the model grid for model-grid clicks ``k×3`` with
-        ``labels`` ``(k,)`` (1 = positive, 0 = negative; None = all positive)."""
+        ``labels`` ``(k,)`` (1 = positive, 0 = negative; None = all positive).
+
+        The boundary of every click-prompted prediction: the image must be ``C×D×H×W`` and
+        finite, the clicks integer voxel indices inside it (:func:`~sam3d.data.clicks.
+        check_clicks`), the labels 0/1 with a positive click; the model checks shapes only."""
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         volume = torch.as_tensor(image).float()
+        if volume.ndim != 4:
+            raise ValueError(f"image must be C×D×H×W on the model grid, got shape "
+                             f"{tuple(volume.shape)}")
+        if not torch.isfinite(volume).all():
+            raise ValueError("image contains NaN or Inf values")
         shape = tuple(volume.shape[1:])
-        clicks = np.asarray(clicks if clicks is not None else [], dtype=np.int64).reshape(-1, 3)
+        clicks = check_clicks(np.zeros((0, 3), np.int64) if clicks is None else clicks, shape)
         positive = self.check_labels(labels, len(clicks)) if mode != "auto" else None
         if mode == "roi":
             assert positive is not None

@@ -33,20 +33,6 @@ def normalise_points(points: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return n[..., [0, 2, 1]]
 
 
-def check_label_rows(positive: torch.Tensor, negative_clicks: bool) -> None:
-    """Raise ``ValueError`` unless every row of ``positive`` (``B×N`` bool, True = a positive
-    click) holds a positive click and, for a model without the extension
-    (``negative_clicks=False``), no click is negative. Shared by :meth:`Sam3D.check_labels`
-    and the predictor, which checks before any encoder pass."""
-    if not positive.any(1).all():
-        raise ValueError("every prompt needs a positive click: a negative click alone "
-                         "marks no object")
-    if not negative_clicks and not positive.all():
-        raise ValueError("this model has no negative-click extension (its configuration "
-                         "has negative_clicks=False): give positive clicks only, or use "
-                         "a model trained with the extension (e.g. tiny_interactive)")
-
-
 class Sam3D(nn.Module):
     """3DSAM-adapter: encoder, prompt encoders on chosen feature levels, MLA decoder.
 
@@ -69,10 +55,12 @@ class Sam3D(nn.Module):
 
     ``forward(volume, points, labels=None)``: volume ``B×C×D×H×W`` (C = 1 or 3, D = H = W =
     crop), points ``B×N×3`` voxel indices (d, h, w) inside the volume (ignored by a prompt-free
-    model), labels ``B×N`` (1 = positive, 0 = negative; None = all positive; a 0 needs the
-    extension, and every row needs a positive click). Returns logits ``B×2×D×H×W``. It is
-    ``decode(encode(volume), points, labels)``: embed a volume once, then prompt it many times
-    (interactive use, refinement).
+    model), labels ``B×N`` (1 = positive, 0 = negative; only for a model with the extension,
+    None = all positive; every row needs a positive click). Returns logits ``B×2×D×H×W``. It
+    is ``decode(encode(volume), points, labels)``: embed a volume once, then prompt it many
+    times (interactive use, refinement). The model checks shapes, never values (no host
+    synchronisation): a finite volume and clicks and labels that make sense are the caller's
+    — :class:`sam3d.inference.predictor.Predictor` and the loaders check them.
     """
 
     def __init__(
@@ -128,24 +116,26 @@ class Sam3D(nn.Module):
     def grad_checkpointing(self, value: bool) -> None:
         self.image_encoder.grad_checkpointing = bool(value)
 
+    # Shape checks only: they read tensor metadata, never values, so a forward makes no host
+    # synchronisation (and runs on the meta device). Values — a finite volume, clicks inside
+    # it, labels 0/1 with a positive click per prompt — are checked where data enters:
+    # sam3d.data.io (volumes), the Predictor and the CLI (clicks and labels).
     def check_inputs(self, volume: torch.Tensor) -> None:
-        """Raise ``ValueError`` with a clear message for a malformed volume (the clicks are
-        checked by :meth:`check_points`)."""
+        """Raise ``ValueError`` for a volume that is not ``B×C×D×H×W`` with C in (1, 3) and
+        the model's crop (the clicks are checked by :meth:`check_points`)."""
         s = self.crop
         if volume.ndim != 5 or volume.shape[1] not in (1, 3) or tuple(volume.shape[2:]) != (s,) * 3:
             raise ValueError(
                 f"volume must be B×C×D×H×W with C in (1, 3) and D = H = W = {s}, "
                 f"got shape {tuple(volume.shape)}"
             )
-        if not torch.isfinite(volume).all():
-            raise ValueError("volume contains NaN or Inf values")
 
     def check_points(self, points: torch.Tensor | None, shape: tuple[int, ...],
                      device: torch.device) -> None:
-        """Raise ``ValueError`` for clicks that do not fit a volume of ``shape`` on ``device``."""
+        """Raise ``ValueError`` for clicks that are not ``B×N×3`` for a volume of ``shape`` on
+        ``device`` (whether they lie inside it is the caller's check)."""
         if not self.prompt_encoders:
             return
-        s = self.crop
         if points is None:
             raise ValueError("this model is promptable: pass points of shape B×N×3")
         if points.ndim != 3 or points.shape[0] != shape[0] or points.shape[2] != 3 \
@@ -156,23 +146,25 @@ class Sam3D(nn.Module):
             )
         if points.device != device:
             raise ValueError(f"points are on {points.device}, the volume on {device}")
-        if not torch.isfinite(points).all() or (points < 0).any() or (points > s - 1).any():
-            raise ValueError(f"points must be voxel indices inside the volume, in [0, {s - 1}]")
 
     def check_labels(self, labels: torch.Tensor | None, points: torch.Tensor | None) -> None:
-        """Raise ``ValueError`` for click labels that do not fit ``points`` ``B×N×3``: labels
-        are ``B×N`` with values 0/1, each row holds a positive click, and a negative click
-        needs the extension."""
+        """Raise ``ValueError`` for click labels that are not integer ``B×N`` like ``points``
+        ``B×N×3``, or labels given to a model without the negative-click extension (its
+        prompt is all positive: pass None). Their values are the caller's check
+        (:func:`sam3d.data.clicks.check_label_rows`)."""
         if labels is None or not self.prompt_encoders:
             return
         assert points is not None  # check_points ran first
+        if not self.negative_clicks:
+            raise ValueError("this model has no negative-click extension (its configuration "
+                             "has negative_clicks=False): pass labels=None, every click "
+                             "positive")
         if tuple(labels.shape) != tuple(points.shape[:2]):
             raise ValueError(f"labels must be B×N = {tuple(points.shape[:2])} like the points, "
                              f"got shape {tuple(labels.shape)}")
-        if labels.dtype.is_floating_point or labels.dtype.is_complex \
-                or not ((labels == 0) | (labels == 1)).all():
-            raise ValueError("labels must be integers 0 (negative) or 1 (positive)")
-        check_label_rows(labels == 1, self.negative_clicks)
+        if labels.dtype.is_floating_point or labels.dtype.is_complex:
+            raise ValueError(f"labels must be integers 0 (negative) or 1 (positive), got "
+                             f"dtype {labels.dtype}")
 
     def forward(self, volume: torch.Tensor, points: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None) -> torch.Tensor:

@@ -309,3 +309,13 @@ def test_check_clicks_messages(points, match):
 def test_check_clicks_custom_name():
     with pytest.raises(ClickError, match=r"^--point 0 \(9, 9, 9\)"):
         check_clicks([[9, 9, 9]], (4, 5, 6), name="--point")
+
+
+def test_label_rows_are_checked() -> None:
+    """The boundary's check of click labels (the model checks their shape only)."""
+    C.check_label_rows(np.array([[True, False, True]]), negative_clicks=True)
+    C.check_label_rows(np.array([True, True]), negative_clicks=False)  # one prompt, 1-D
+    with pytest.raises(C.ClickError, match="a negative click alone marks no object"):
+        C.check_label_rows(np.array([[True, False], [False, False]]), negative_clicks=True)
+    with pytest.raises(C.ClickError, match="negative_clicks=False"):
+        C.check_label_rows(np.array([[True, False]]), negative_clicks=False)

@@ -64,3 +64,31 @@ def test_arguments_are_checked(tmp_path) -> None:
     data = p.load(str(_volume(tmp_path)))
     with pytest.raises(ValueError, match="mode"):
         p.probabilities(data["image"], np.array([[1, 1, 1]]), "everywhere")
+
+
+@pytest.mark.parametrize("mode", ["roi", "sliding", "objects"])
+def test_values_are_checked_before_the_model_runs(tmp_path, mode: str) -> None:
+    """The model checks shapes only (it reads no value); the predictor is the boundary that
+    refuses a non-finite image and clicks outside it — in every mode, the sliding window too,
+    which used to drop such a click silently."""
+    from sam3d.data.clicks import ClickError
+
+    model = CubeModel(crop=16)
+    p = Predictor(model, SPEC)
+    image = p.load(str(_volume(tmp_path)))["image"]  # 1×30×36×40
+    for bad, where in ((float("nan"), (0, 3, 4, 5)), (float("inf"), (0, 29, 35, 39))):
+        broken = image.clone()
+        broken[where] = bad
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            p.probabilities(broken, np.array([[10, 10, 10]]), mode)
+    with pytest.raises(ClickError, match=r"outside the volume of shape \(30, 36, 40\)"):
+        p.probabilities(image, np.array([[10, 10, 10], [30, 1, 1]]), mode)
+    with pytest.raises(ClickError, match="index -1 < 0"):
+        p.probabilities(image, np.array([[10, -1, 10]]), mode)
+    with pytest.raises(ClickError, match="non-integer"):
+        p.probabilities(image, np.array([[10.5, 1.0, 1.0]]), mode)
+    with pytest.raises(ValueError, match=r"C×D×H×W .* got shape \(30, 36, 40\)"):
+        p.probabilities(image[0], np.array([[10, 10, 10]]), mode)
+    assert model.calls == []  # nothing reached the model
+    p.probabilities(image, np.array([[29, 35, 39]]), mode)  # the far corner is inside
+    assert len(model.calls) == 1

@@ -164,9 +164,6 @@ def test_normalise_points() -> None:
         ((1, 3, 64, 64, 64), [[[1.0, 1.0]]], r"B×N×3"),
         ((1, 3, 64, 64, 64), [[[1.0, 1.0, 1.0]], [[1.0, 1.0, 1.0]]], r"B = 1"),
         ((1, 3, 64, 64, 64), torch.zeros(1, 0, 3), r"N ≥ 1"),
-        ((1, 3, 64, 64, 64), [[[64.0, 1.0, 1.0]]], r"inside the volume"),
-        ((1, 3, 64, 64, 64), [[[1.0, -0.5, 1.0]]], r"inside the volume"),
-        ((1, 3, 64, 64, 64), [[[1.0, 1.0, float("nan")]]], r"inside the volume"),
     ],
 )
 def test_bad_inputs(tiny_model, volume_shape, points, match: str) -> None:
@@ -177,12 +174,34 @@ def test_bad_inputs(tiny_model, volume_shape, points, match: str) -> None:
         tiny_model(volume, points)
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
-def test_non_finite_volume(tiny_model, bad: float) -> None:
-    volume = torch.zeros(1, 1, 64, 64, 64)
-    volume[0, 0, 5, 6, 7] = bad
-    with pytest.raises(ValueError, match="NaN or Inf"):
-        tiny_model(volume, torch.tensor([[[1.0, 1.0, 1.0]]]))
+def test_the_model_reads_no_value() -> None:
+    """Shape checks only: a forward with clicks and labels runs on the meta device, where any
+    value read (``.all()``, ``.item()``, a data-dependent branch) raises — so it makes no host
+    synchronisation in the training loop. Values are checked at the boundaries
+    (tests/inference/test_predictor.py, tests/data/test_io.py)."""
+    from sam3d import build_sam3d
+
+    with torch.device("meta"):
+        model = build_sam3d("tiny_interactive").eval()
+        volume = torch.empty(2, 1, 64, 64, 64)
+        points = torch.empty(2, 3, 3)
+        labels = torch.empty(2, 3, dtype=torch.long)
+    with torch.no_grad():
+        out = model(volume, points, labels)
+    assert out.device.type == "meta" and out.shape == (2, 2, 64, 64, 64)
+
+
+def test_labels_are_checked_for_shape_and_kind(tiny_model) -> None:
+    from sam3d import build_sam3d
+
+    volume, points = torch.zeros(1, 1, 64, 64, 64), torch.tensor([[[1.0, 2.0, 3.0]]])
+    with pytest.raises(ValueError, match="no negative-click extension.*labels=None"):
+        tiny_model(volume, points, torch.ones(1, 1, dtype=torch.long))
+    interactive = build_sam3d("tiny_interactive").eval()
+    with pytest.raises(ValueError, match=r"labels must be B×N = \(1, 1\)"):
+        interactive(volume, points, torch.ones(1, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="integers 0 .* got dtype torch.float32"):
+        interactive(volume, points, torch.ones(1, 1))
 
 
 def test_points_on_the_border_are_accepted(tiny_model) -> None:
