@@ -190,16 +190,20 @@ def load_case(image_path: str | Path, label_path: str | Path, target: int | None
 
 
 def save_nifti(path: str | Path, data: np.ndarray, affine: np.ndarray) -> None:
-    """Write ``data`` (``(x, y, z)``, NIfTI order) with ``affine`` (mm; qform and sform set)
-    to ``path`` atomically (:func:`sam3d.utils.files.atomic_write`)."""
+    """Write ``data`` (``(x, y, z)``, NIfTI order) with ``affine`` (mm) to ``path``
+    atomically (:func:`sam3d.utils.files.atomic_write`): the sform holds the affine; the
+    qform too, unless the affine shears (a quaternion cannot say so: qform code 0)."""
     import nibabel as nib
 
     from ..utils.files import atomic_write
 
+    affine = np.asarray(affine, dtype=np.float64)
     img = nib.Nifti1Image(data, affine)
     img.header.set_xyzt_units("mm")
-    img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
+    columns = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    no_shear = np.allclose(columns.T @ columns, np.eye(3), atol=1e-6)
+    img.set_qform(affine if no_shear else None, code=1 if no_shear else 0)
     atomic_write(path, lambda tmp: nib.save(img, tmp))
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from ..hashing import sha256_file
 from ..utils.archives import ArchiveError, extract_files
 from ..utils.files import atomic_write
+from .io import save_nifti
 from .layout import INDEX, LayoutError, case_record, read_index, write_index
 
 
@@ -169,8 +170,7 @@ def convert_case(case: Case, files: dict[str, Path], out: Path) -> dict:
         # spine runs along it), so kept as is it already has the slice axis last, as NIfTI
         # wants. In-plane orientation is not recorded: identity affine, nominal 1 mm.
         for src, dst, dtype in ((case.image, "image", np.float32), (case.label, "label", np.uint8)):
-            img = nib.Nifti1Image(read_mrc(files[src]).astype(dtype), np.eye(4))
-            atomic_write(folder / f"{dst}.nii.gz", lambda tmp, img=img: nib.save(img, tmp))
+            save_nifti(folder / f"{dst}.nii.gz", read_mrc(files[src]).astype(dtype), np.eye(4))
     elif case.kind == "nrrd":
         for src, dst in ((case.image, "image"), (case.label, "label")):
             itk = sitk.ReadImage(str(files[src]))

@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from ..data.click_store import ClickSet, load_clicks, save_clicks
-from ..data.io import load_volume
+from ..data.io import load_volume, save_nifti
 from ..data.layout import read_index
 from ..data.specs import DatasetSpec
 from ..data.splits import SplitRef
 from ..inference.geometry import save_mask
 from ..inference.predictor import Predictor
-from ..utils.files import atomic_write, atomic_write_text
+from ..utils.files import atomic_write_text
 from .protocol import EvalSettings, area_under_curve, challenge_auc, evaluate_case
 
 ROW_FIELDS = ("case", "k", "mode", "position", "position_fallback", "clicks", "clicks_used",
@@ -274,5 +274,4 @@ def _save_official_mask(mask: np.ndarray, label_file: Path, dataset: str, path: 
 
     order = np.argsort(get_dataset(dataset).spatial_index)
     ref = nib.load(str(label_file))
-    img = nib.Nifti1Image(np.transpose(mask, order).astype(np.uint8), ref.affine)
-    atomic_write(path, lambda tmp: nib.save(img, tmp))
+    save_nifti(path, np.transpose(mask, order).astype(np.uint8), ref.affine)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from sam3d.data.clicks import check_clicks
-from sam3d.data.io import LPS_TO_RAS, NIFTI_SUFFIXES, SUFFIXES, Volume
+from sam3d.data.io import LPS_TO_RAS, NIFTI_SUFFIXES, SUFFIXES, Volume, save_nifti
 
 #: How far (voxels) a mapped click may fall outside the target grid and still be clipped in.
 _CLIP_SLACK = 1.0
@@ -146,18 +146,6 @@ def _as_uint8(mask: object) -> np.ndarray:
     return np.ascontiguousarray(mask, dtype=np.uint8)
 
 
-def _write_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    import nibabel as nib
-
-    img = nib.Nifti1Image(array, affine)
-    img.set_sform(affine, code=1)
-    columns = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
-    no_shear = np.allclose(columns.T @ columns, np.eye(3), atol=1e-6)
-    img.set_qform(affine if no_shear else None, code=1 if no_shear else 0)
-    img.header.set_xyzt_units("mm")
-    nib.save(img, str(path))
-
-
 def _write_sitk(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
     import SimpleITK as sitk
 
@@ -196,8 +184,10 @@ def save_mask(mask: object, reference: Volume, path: str | Path) -> Path:
     affine = _affine(reference.affine, "reference.affine")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        writer = _write_nifti if name.endswith(NIFTI_SUFFIXES) else _write_sitk
-        writer(array, affine, tmp / out.name)
+        if name.endswith(NIFTI_SUFFIXES):
+            save_nifti(tmp / out.name, array, affine)
+        else:
+            _write_sitk(array, affine, tmp / out.name)
         header = tmp / out.name
         for part in sorted(tmp.iterdir()):  # data files of .nhdr/.mhd first, the header last
             if part != header:

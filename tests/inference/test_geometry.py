@@ -215,13 +215,14 @@ def test_bool_and_torch_masks_and_overwrite(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.nii.gz"]  # no leftovers
 
 
-@pytest.mark.parametrize("writer", ["_write_nifti", "_write_sitk"])
+@pytest.mark.parametrize("writer", ["save_nifti", "_write_sitk"])
 def test_a_failed_write_leaves_the_existing_file_untouched(tmp_path, monkeypatch, writer):
-    suffix = ".nii.gz" if writer == "_write_nifti" else ".nrrd"
+    suffix = ".nii.gz" if writer == "save_nifti" else ".nrrd"
     path = tmp_path / f"mask{suffix}"
     path.write_bytes(b"previous contents")
 
-    def broken(array, affine, target):
+    def broken(*args):  # save_nifti(path, array, affine), _write_sitk(array, affine, path)
+        target = next(a for a in args if isinstance(a, (str, Path)))
         Path(target).write_bytes(b"partial")
         raise OSError("disk full")
 
