@@ -116,11 +116,12 @@ def _model_work(kind: str, model, volume, points, device: str, warmup: int, opts
     import torch
 
     if kind == "forward":
+        from .modeling.literal import literal_paths
+
         model.eval()
-        model.image_encoder.use_literal_patch_embed = opts.get("path") == "literal"
-        model.mask_decoder.fused = opts.get("path") != "literal"
+        literal = opts.get("path") == "literal"  # the official compositions, the reference
         before = _rss_gib()
-        with torch.no_grad():
+        with torch.no_grad(), literal_paths(model, patch_embed=literal, decoder=literal):
             seconds = _timed(lambda: model(volume, points), device, warmup)
         return {"seconds": round(seconds, 2), "rss_before_gib": round(before, 3), **_peak(device)}
     if kind == "click":  # interactive: the first click embeds and decodes, a follow-up decodes

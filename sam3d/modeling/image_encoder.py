@@ -126,7 +126,6 @@ class ImageEncoder3D(nn.Module):
                              f"otherwise, got {peft_dim} for {peft!r}")
         self.grid, self.taps = grid, tuple(taps)
         self.grad_checkpointing = False
-        self.use_literal_patch_embed = False
         self.patch_embed = VolumePatchEmbed(dim, patch, crop, grid)
         self.pos_embed = nn.Parameter(torch.zeros(1, pos_grid, pos_grid, dim))
         self.depth_embed = nn.Parameter(torch.ones(1, grid, dim))
@@ -150,9 +149,7 @@ class ImageEncoder3D(nn.Module):
         return pos[:, :, :, None, :] + self.depth_embed[:, None, None, :, :]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        embed = (self.patch_embed.forward_literal if self.use_literal_patch_embed
-                 else self.patch_embed)
-        tokens = embed(x) + self.positional().to(x.dtype)
+        tokens = self.patch_embed(x) + self.positional().to(x.dtype)
         feats: list[torch.Tensor] = []
         state = None  # carried from block to block by stateful tuners (Med-Tuning)
         for i, block in enumerate(self.blocks):

@@ -92,7 +92,6 @@ class MaskDecoder3D(nn.Module):
     ) -> None:
         super().__init__()
         check_positive(num_classes=num_classes, skip_chans=skip_chans)
-        self.fused = True  # False: the literal upsample → concat → conv path (reference)
         self.mlahead = MLAHead(in_chans, mid_chans, levels)
         self.cls = nn.Sequential(
             *conv_in_relu(levels * mid_chans + skip_chans, mid_chans),
@@ -107,19 +106,14 @@ class MaskDecoder3D(nn.Module):
                    prompted: Sequence[int]) -> dict[str, Any]:
         """Everything the decoder computes from the feature levels a prompt does not change.
 
-        ``prompted``: 0-based levels that :meth:`decode` will receive anew. Fused decoder: the
-        first classifier conv is linear in its input, so the contribution of the other levels'
-        heads and of ``skip`` (``B×mid×2g×2g×2g``) is computed here once, and :meth:`decode`
-        adds the prompted levels' share. Literal decoder: the levels and ``skip`` are kept.
+        ``prompted``: 0-based levels that :meth:`decode` will receive anew. The first
+        classifier conv is linear in its input, so the contribution of the other levels' heads
+        and of ``skip`` (``B×mid×2g×2g×2g``) is computed here once, and :meth:`decode` adds
+        the prompted levels' share. (The official upsample → concat → conv, which keeps every
+        level, is :func:`sam3d.modeling.literal.decoder_literal`, the reference.)
         """
-        if len(feats) != self.mlahead.levels:
-            raise ValueError(f"expected {self.mlahead.levels} feature levels, got {len(feats)}")
-        prompted = sorted(set(prompted))
-        if any(not 0 <= i < len(feats) for i in prompted):
-            raise ValueError(f"prompted levels {prompted} outside 0..{len(feats) - 1}")
+        prompted = check_prompted(self, feats, prompted)
         skip = skip.to(feats[0].dtype)
-        if not self.fused:
-            return {"feats": list(feats), "skip": skip, "prompted": prompted}
         w = cast(nn.Conv3d, self.cls[0]).weight  # conv_in_relu's convolution
         head_chans = w.shape[1] - skip.shape[1]  # levels × mid_chans, then the skip channels
         per = head_chans // self.mlahead.levels
@@ -128,7 +122,7 @@ class MaskDecoder3D(nn.Module):
         if fixed:
             heads = torch.cat([self.mlahead.head(i)(feats[i]) for i in fixed], 1)
             x = x + upsample_conv3d(heads, _level_weights(w, fixed, per), skip.shape[-1])
-        return {"fixed": x, "prompted": prompted, "per": per, "feats": None, "skip": None}
+        return {"fixed": x, "prompted": prompted, "per": per}
 
     def decode(self, pre: dict[str, Any], levels: dict[int, torch.Tensor], out_size: int,
                ) -> torch.Tensor:
@@ -136,18 +130,26 @@ class MaskDecoder3D(nn.Module):
         levels ``{0-based level: B×in×g×g×g}`` (exactly the levels named there)."""
         if sorted(levels) != pre["prompted"]:
             raise ValueError(f"decode needs the levels {pre['prompted']}, got {sorted(levels)}")
-        if not self.fused:
-            feats = [levels.get(i, f) for i, f in enumerate(pre["feats"])]
-            x = self.cls(torch.cat([self.mlahead(feats), pre["skip"]], dim=1))
-        else:
-            x = pre["fixed"]
-            if levels:
-                order = sorted(levels)
-                heads = torch.cat([self.mlahead.head(i)(levels[i]) for i in order], 1)
-                w = _level_weights(cast(nn.Conv3d, self.cls[0]).weight, order, pre["per"])
-                x = x + upsample_conv3d(heads, w, x.shape[-1])
-            x = self.cls[1:](x)
+        x = pre["fixed"]
+        if levels:
+            order = sorted(levels)
+            heads = torch.cat([self.mlahead.head(i)(levels[i]) for i in order], 1)
+            w = _level_weights(cast(nn.Conv3d, self.cls[0]).weight, order, pre["per"])
+            x = x + upsample_conv3d(heads, w, x.shape[-1])
+        x = self.cls[1:](x)
         return F.interpolate(x, size=(out_size,) * 3, mode="trilinear", align_corners=True)
+
+
+def check_prompted(decoder: MaskDecoder3D, feats: Sequence[torch.Tensor],
+                   prompted: Sequence[int]) -> list[int]:
+    """``prompted`` as sorted unique 0-based levels; ``ValueError`` if ``feats`` is not one
+    tensor per level of ``decoder`` or a prompted level is outside them."""
+    if len(feats) != decoder.mlahead.levels:
+        raise ValueError(f"expected {decoder.mlahead.levels} feature levels, got {len(feats)}")
+    out = sorted(set(prompted))
+    if any(not 0 <= i < len(feats) for i in out):
+        raise ValueError(f"prompted levels {out} outside 0..{len(feats) - 1}")
+    return out
 
 
 def _level_weights(w: torch.Tensor, levels: Sequence[int], per: int) -> torch.Tensor:

@@ -6,8 +6,8 @@ then a depthwise convolution of length 16 along the slice axis. All three steps 
 and shift-invariant with period ``patch/s`` voxels, so together they are one strided 3D
 convolution on the original crop with kernel ``patch/s + 2`` (one voxel of trilinear support
 on each side, replicate padding reproducing the border clamping of the upsampling).
-:meth:`VolumePatchEmbed.forward` uses that composed convolution; :meth:`forward_literal`
-keeps the official three-step path as the reference.
+:meth:`VolumePatchEmbed.forward` uses that composed convolution; the official three-step path
+is kept as the reference in :func:`sam3d.modeling.literal.patch_embed_literal`.
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ class VolumePatchEmbed(nn.Module):
             "taps", linear_upsample_taps(self.scale, patch).float(), persistent=False
         )
 
-    def _check(self, x: torch.Tensor) -> None:
+    def check(self, x: torch.Tensor) -> None:
+        """Raise ``ValueError`` unless ``x`` is a ``B×C×S×S×S`` crop with C in (1, in_chans)."""
         if x.ndim != 5 or x.shape[1] not in (1, self.in_chans) or any(
             s != self.crop for s in x.shape[2:]
         ):
@@ -96,25 +97,10 @@ class VolumePatchEmbed(nn.Module):
         return kernel, bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._check(x)
+        self.check(x)
         kernel, bias = self.composed_weight()
         if x.shape[1] == 1:  # a repeated single channel: fold the repeat into the kernel
             kernel = kernel.sum(1, keepdim=True)
         xs = F.pad(x.permute(0, 1, 3, 4, 2), (1,) * 6, mode="replicate")
         tokens = F.conv3d(xs, kernel.to(x.dtype), bias.to(x.dtype), stride=self.stride)
         return tokens.permute(0, 2, 3, 4, 1)
-
-    def forward_literal(self, x: torch.Tensor) -> torch.Tensor:
-        """The official path: upsample ×s, 2D patch conv per slice, depth conv. Reference only."""
-        self._check(x)
-        if x.shape[1] == 1:
-            x = x.expand(-1, self.in_chans, -1, -1, -1)
-        out = []
-        for vol in x:
-            up = F.interpolate(vol[None], scale_factor=self.scale, mode="trilinear",
-                               align_corners=False)
-            with torch.no_grad():
-                slices = self.proj(up[0].transpose(0, 1))  # D'×dim×H'×W'
-            grid = slices.permute(1, 2, 3, 0).unsqueeze(0)  # 1×dim×H'×W'×(s·D)
-            out.append(self.slice_embed(grid))
-        return torch.cat(out).permute(0, 2, 3, 4, 1)

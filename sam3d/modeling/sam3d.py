@@ -106,7 +106,7 @@ class Sam3D(nn.Module):
 
     @property
     def crop(self) -> int:
-        return self.image_encoder.patch_embed.crop
+        return self.config.crop  # checked against the patch embedding's crop at construction
 
     @property
     def grad_checkpointing(self) -> bool:
@@ -224,6 +224,7 @@ class Embedding:
                                             if isinstance(v, torch.Tensor))]
         tensors += [t for v in self.decoder.values() if isinstance(v, list) for t in v
                     if isinstance(t, torch.Tensor)]
-        # the literal decoder keeps every level, the prompted ones too: count each tensor once
+        # the literal reference decoder (modeling.literal) keeps every level, the prompted ones
+        # too: count each tensor once
         unique = {id(t): t for t in tensors}
         return sum(t.numel() * t.element_size() for t in unique.values())

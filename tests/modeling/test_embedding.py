@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from sam3d import build_sam3d
+from sam3d.modeling.literal import literal_paths
 from sam3d.modeling.sam3d import Embedding
 
 
@@ -22,9 +23,10 @@ def test_decode_of_encode_is_forward_and_matches_the_literal_decoder(tiny_inputs
         other = model.decode(emb, points.flip(1)[:, :2])  # the same embedding, other clicks
         assert torch.equal(first, model(volume, points))
         assert torch.equal(other, model(volume, points.flip(1)[:, :2]))
-        model.mask_decoder.fused = False  # the literal upsample → concat → conv path
-        literal = model(volume, points)
-        assert torch.equal(model.decode(model.encode(volume), points), literal)
+        with literal_paths(model, patch_embed=False):  # the official upsample → concat → conv
+            literal = model(volume, points)
+            assert torch.equal(model.decode(model.encode(volume), points), literal)
+        assert torch.equal(model(volume, points), first)  # the fast decoder is back
     torch.testing.assert_close(first, literal, atol=2e-5, rtol=1e-4)
     assert set(emb.levels) == {lv - 1 for lv in levels}
     assert emb.shape == tuple(volume.shape) and emb.nbytes() > 0

@@ -10,6 +10,7 @@ import torch
 from sam3d import build_sam3d
 from sam3d.config import get_config
 from sam3d.modeling import ImageEncoder3D
+from sam3d.modeling.literal import literal_paths
 
 
 def encoder_kwargs(**changes) -> dict:
@@ -51,8 +52,8 @@ def test_literal_patch_embedding_path(tiny_model, tiny_inputs) -> None:
     enc = tiny_model.image_encoder
     with torch.no_grad():
         fast = enc(volume[:1])
-        enc.use_literal_patch_embed = True
-        literal = enc(volume[:1])
+        with literal_paths(tiny_model, decoder=False):
+            literal = enc(volume[:1])
     for a, b in zip(fast, literal, strict=True):
         torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-4)
 

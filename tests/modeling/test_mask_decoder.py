@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sam3d.modeling.literal import LiteralMaskDecoder, decoder_literal
 from sam3d.modeling.mask_decoder import MaskDecoder3D, upsample_conv3d, upsample_matrix
 
 IN, MID, LEVELS, GRID = 32, 16, 4, 16  # the tiny variant's decoder
@@ -23,11 +24,9 @@ def test_fused_matches_literal(decoder_inputs) -> None:
     feats, skip = decoder_inputs
     torch.manual_seed(0)
     decoder = MaskDecoder3D(IN, MID, LEVELS, 2).eval()
-    assert decoder.fused  # the default is the fast path
     with torch.no_grad():
         fused = decoder(feats, skip, 64)
-        decoder.fused = False
-        literal = decoder(feats, skip, 64)
+        literal = decoder_literal(decoder, feats, skip, 64)
     assert fused.shape == literal.shape == (2, 2, 64, 64, 64)
     scale = literal.abs().max()
     assert scale > 0.1
@@ -41,10 +40,9 @@ def test_fused_gradients_match_literal() -> None:
     torch.manual_seed(0)
     decoder = MaskDecoder3D(IN, MID, LEVELS, 2)
     grads = []
-    for fused in (True, False):
-        decoder.fused = fused
+    for path in (decoder, LiteralMaskDecoder(decoder)):
         decoder.zero_grad()
-        decoder(feats, skip, 32)[:, 1].mean().backward()
+        path(feats, skip, 32)[:, 1].mean().backward()
         grads.append({n: p.grad.clone() for n, p in decoder.named_parameters()})
     for name, g in grads[0].items():
         torch.testing.assert_close(g, grads[1][name], atol=1e-5, rtol=1e-3, msg=name)
@@ -94,7 +92,6 @@ def test_wrong_number_of_levels(decoder_inputs, n: int) -> None:
     feats, skip = decoder_inputs
     decoder = MaskDecoder3D(IN, MID, LEVELS, 2)
     feats = (feats * 2)[:n]
-    for fused in (True, False):
-        decoder.fused = fused
+    for path in (decoder, LiteralMaskDecoder(decoder)):
         with pytest.raises(ValueError, match=f"expected 4 feature levels, got {n}"):
-            decoder(feats, skip, 64)
+            path(feats, skip, 64)

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sam3d.modeling.literal import LiteralPatchEmbed
 from sam3d.modeling.patch_embed import VolumePatchEmbed, linear_upsample_taps
 
 TINY = {"dim": 96, "patch": 16, "crop": 64, "grid": 16}  # the tiny variant's sizes (×4, stride 4)
@@ -24,7 +25,7 @@ def make_embed(seed: int = 0, **sizes) -> VolumePatchEmbed:
 def assert_paths_agree(embed: VolumePatchEmbed, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         fast = embed(x)
-        literal = embed.forward_literal(x)
+        literal = LiteralPatchEmbed(embed)(x)
     g = embed.grid
     assert fast.shape == literal.shape == (x.shape[0], g, g, g, embed.dim)
     scale = literal.abs().max()
@@ -70,7 +71,7 @@ def test_slice_embed_gradient_matches_literal() -> None:
     x = torch.randn(1, 3, 64, 64, 64)
     weight = torch.randn(1, 16, 16, 16, 96)
     grads = []
-    for fn in (embed, embed.forward_literal):
+    for fn in (embed, LiteralPatchEmbed(embed)):
         embed.zero_grad()
         (fn(x) * weight).sum().backward()
         grads.append((embed.slice_embed.weight.grad.clone(), embed.slice_embed.bias.grad.clone()))
@@ -108,7 +109,7 @@ def test_linear_upsample_taps(scale: int, patch: int) -> None:
 def test_bad_input_shapes(shape: tuple[int, ...]) -> None:
     embed = VolumePatchEmbed(**TINY)
     x = torch.zeros(shape)
-    for fn in (embed, embed.forward_literal):
+    for fn in (embed, LiteralPatchEmbed(embed)):
         with pytest.raises(ValueError, match=r"D = H = W = 64") as info:
             fn(x)
         assert str(tuple(shape)) in str(info.value)
