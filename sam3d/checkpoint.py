@@ -247,7 +247,8 @@ def _format_of(model: SegmentationModel) -> CheckpointFormat:
 
 
 def stored_state(model: SegmentationModel) -> dict[str, torch.Tensor]:
-    """The tensors ``model``'s checkpoint format stores (a copy)."""
+    """The tensors ``model``'s checkpoint format stores: detached views of the model's own
+    tensors, not copies (a caller that keeps them past an update reads the new values)."""
     return _format_of(model).state(model)
 
 
@@ -269,8 +270,8 @@ def _sam3d_state(model: Sam3D) -> dict[str, torch.Tensor]:
     ``tiny`` model, or a random-init experiment) nothing can restore the frozen weights, so
     the whole state dict is stored."""
     if model.sam_checkpoint_sha256:
-        return {k: p.detach().clone() for k, p in model.named_parameters() if p.requires_grad}
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
+    return {k: v.detach() for k, v in model.state_dict().items()}
 
 
 def _sam3d_fields(model: Sam3D) -> dict:

@@ -18,7 +18,7 @@ from .networks import BASELINE_FORMAT, BASELINES, PromptFree
 
 
 def _state(model: PromptFree) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return {k: v.detach() for k, v in model.state_dict().items()}
 
 
 def _fields(model: PromptFree) -> dict:

@@ -13,8 +13,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-GROUPS = ("encoder", "prompt", "decoder")
-
 
 def parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     """Trainable parameters of a model by group (its
