@@ -53,12 +53,12 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .engine.config import load_config
+    from .engine.config import load_config, parse_overrides
     from .engine.loop import Trainer
 
-    overrides = list(args.set or [])
+    overrides = parse_overrides(args.set)
     if args.out_dir:
-        overrides.append(f"out_dir={args.out_dir}")
+        overrides["out_dir"] = args.out_dir
     cfg = load_config(args.config, overrides)
     history = Trainer(cfg, resume=args.resume).run()
     if history:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from ..utils.files import atomic_write_text
 from .config import TrainConfig, load_config
@@ -39,20 +41,21 @@ def run_dir(cfg: TrainConfig, root: str | Path) -> Path:
     return Path(root) / f"{cfg.name}-{config_key(cfg)}"
 
 
-def trained_checkpoint(config: str | Path | TrainConfig, overrides=None,
+def trained_checkpoint(config: str | Path | TrainConfig,
+                       overrides: Mapping[str, Any] | None = None,
                        root: str | Path = "outputs/runs") -> Path:
     """Checkpoint of ``config`` (a shipped name, a YAML file or a :class:`TrainConfig`, with
-    ``--set``-style ``overrides``), trained into :func:`run_dir` if no finished run is there.
+    ``overrides``: setting → value), trained into :func:`run_dir` if no finished run is there.
 
     Returns ``best.pt`` (``last.pt`` when validation never improved). The run's ``metrics.csv``
     and ``curves.png`` sit beside it; ``done.json`` records the configuration and the epochs.
     """
     from .loop import Trainer
 
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise TypeError("overrides must be a mapping of setting -> value")
     if isinstance(config, TrainConfig):
-        cfg = config.replace(**(overrides or {})) if isinstance(overrides, dict) else config
-        if overrides and not isinstance(overrides, dict):
-            raise TypeError("with a TrainConfig, give overrides as a dict of field values")
+        cfg = config.replace(**(overrides or {}))
     else:
         cfg = load_config(config, overrides)
     out = run_dir(cfg, root)

@@ -1,17 +1,24 @@
 """Training configuration: every number of the recipe, read from YAML, overridable by flag.
 
 Shipped configurations live in ``sam3d/configs/train/<name>.yaml`` (one per benchmark dataset
-for full mode, plus smoke configurations); :func:`load_config` takes a shipped name or a path,
-and ``overrides`` such as ``["epochs=3", "bf16=true"]`` (values parsed as YAML scalars).
+for full mode, plus smoke configurations). A file holds only what differs from
+:class:`TrainConfig`'s defaults (the official recipe); ``base: <name>`` first reads another
+file (the four benchmarks share ``_paper.yaml``, whose leading underscore keeps it off the list
+of runnable configurations). :func:`load_config` takes a shipped name or a path and
+``overrides``, a mapping of setting → value (``{"epochs": 3, "bf16": True}``); the
+command line's ``key=value`` strings become that mapping through :func:`parse_overrides`, the
+only place where strings are parsed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePath
+from typing import Any
 
 import yaml
 
@@ -162,14 +169,19 @@ class TrainConfig:
 
 
 def shipped_configs() -> list[str]:
-    """Names of the YAML configurations that ship with the package."""
+    """Names of the runnable YAML configurations that ship with the package (a file whose name
+    starts with ``_`` is a shared base, not a run)."""
     folder = resources.files("sam3d").joinpath("configs/train")
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return sorted(p.name[:-5] for p in folder.iterdir()
+                  if p.name.endswith(".yaml") and not p.name.startswith("_"))
 
 
-def parse_overrides(overrides) -> dict:
-    """``["epochs=3", "bf16=true", "tuning=null"]`` → ``{"epochs": 3, "bf16": True, …}``."""
-    out = {}
+def parse_overrides(overrides: Iterable[str] | None) -> dict[str, Any]:
+    """Command-line ``--set`` strings as YAML scalars: ``["epochs=3", "bf16=true",
+    "tuning=null"]`` → ``{"epochs": 3, "bf16": True, "tuning": None}``."""
+    if isinstance(overrides, str):
+        raise TypeError("parse_overrides takes a list of key=value strings, not one string")
+    out: dict[str, Any] = {}
     for item in overrides or ():
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value")
@@ -185,23 +197,16 @@ def parse_overrides(overrides) -> dict:
     return out
 
 
-def load_config(name_or_path: str | Path, overrides=None, *,
-                rehearsal: bool | None = None) -> TrainConfig:
-    """A shipped configuration by name, or a YAML file, with ``key=value`` overrides.
-
-    ``rehearsal`` (None: ``SAM3D_REHEARSAL`` in the environment, or ``rehearsal=true`` in the
-    file or the overrides): shrink the recipe to the rehearsal's sizes
-    (:mod:`sam3d.rehearsal.shrink`: the file's own folders before the overrides, the sizes
-    after them). ``False`` reads the recipe as written (the paper's column of a table).
-    """
+def _read_raw(name_or_path: str | Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The settings of a shipped name or a YAML file, its ``base`` chain merged under it."""
     path = Path(name_or_path)
+    shipped = resources.files("sam3d").joinpath(f"configs/train/{name_or_path}.yaml")
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ConfigError(f"configuration file not found: {path}")
         text = path.read_text(encoding="utf-8")
-    elif str(name_or_path) in shipped_configs():
-        text = (resources.files("sam3d").joinpath(f"configs/train/{name_or_path}.yaml")
-                .read_text(encoding="utf-8"))
+    elif "/" not in str(name_or_path) and shipped.is_file():
+        text = shipped.read_text(encoding="utf-8")
     else:
         raise ConfigError(f"unknown configuration {name_or_path!r}: not a file, and not one of "
                           f"{shipped_configs()}")
@@ -211,7 +216,34 @@ def load_config(name_or_path: str | Path, overrides=None, *,
         raise ConfigError(f"{name_or_path}: invalid YAML ({exc})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{name_or_path}: expected a mapping of settings")
-    changes = parse_overrides(overrides)
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise ConfigError(f"{name_or_path}: base must name another configuration, got {base!r}")
+    if path.is_file() and not Path(base).is_absolute() and (path.parent / base).is_file():
+        base = str(path.parent / base)  # a user's base beside their file
+    if base in (*seen, str(name_or_path)):
+        raise ConfigError(f"{name_or_path}: base {base!r} reads itself")
+    return {**_read_raw(base, (*seen, str(name_or_path))), **raw}
+
+
+def load_config(name_or_path: str | Path, overrides: Mapping[str, Any] | None = None, *,
+                rehearsal: bool | None = None) -> TrainConfig:
+    """A shipped configuration by name, or a YAML file, with ``overrides`` (setting → value;
+    a path value is taken as its string).
+
+    ``rehearsal`` (None: ``SAM3D_REHEARSAL`` in the environment, or ``rehearsal=true`` in the
+    file or the overrides): shrink the recipe to the rehearsal's sizes
+    (:mod:`sam3d.rehearsal.shrink`: the file's own folders before the overrides, the sizes
+    after them). ``False`` reads the recipe as written (the paper's column of a table).
+    """
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise TypeError("overrides must be a mapping of setting -> value; parse command-line "
+                        "key=value strings with sam3d.engine.config.parse_overrides")
+    raw = _read_raw(name_or_path)
+    changes = {str(k): str(v) if isinstance(v, PurePath) else v
+               for k, v in (overrides or {}).items()}
     if rehearsal is None:
         from ..rehearsal import active
 

@@ -17,8 +17,9 @@ smoke model): the numbers show the settings train and segment, nothing about the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from ..config import get_config
 from ..reference import paper_rows
@@ -85,7 +86,8 @@ def count_rows(mode: str = "full", settings: Sequence[str] | None = None) -> lis
 def run_levels(mode: str = "smoke", settings: Sequence[str] | None = None, *, k: int = 1,
                seed: int = 0, device: str = "cpu", dataset: str = PAPER_DATASET,
                data_dir=None, sam_checkpoint=None, root: str | Path = RUNS,
-               checkpoints: dict | None = None, overrides=None) -> list[dict]:
+               checkpoints: dict | None = None,
+               overrides: Mapping[str, Any] | None = None) -> list[dict]:
     """Train (or reuse) and evaluate every setting with ``k`` click(s) (the paper's ROI
     protocol) on the held-out split; one row per setting.
 

@@ -20,8 +20,9 @@ show that every configuration trains and segments end to end, nothing about the 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from ..config import get_config
 from ..reference import DATASET_COLUMNS, paper_metric, paper_rows
@@ -154,33 +155,34 @@ def count_rows(mode: str = "full", methods: Sequence[str] | None = None) -> list
 
 # ------------------------------------------------------------------------ train and evaluate
 def smoke_overrides(variant: str, epochs: int = SMOKE_EPOCHS,
-                    iterations: int = SMOKE_ITERATIONS, tuning: str | None = None) -> list[str]:
-    """``--set`` overrides turning the book's smoke recipe into a short run of ``variant``
+                    iterations: int = SMOKE_ITERATIONS,
+                    tuning: str | None = None) -> dict[str, Any]:
+    """Overrides turning the book's smoke recipe into a short run of ``variant``
     (``tuning=None``: the variant's own policy)."""
     get_config(variant)
     for key, value in (("epochs", epochs), ("iterations", iterations)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{key} must be a positive integer, got {value!r}")
-    return [f"variant={variant}", f"tuning={tuning or 'null'}", f"epochs={epochs}",
-            f"iterations_per_epoch={iterations}"]
+    return {"variant": variant, "tuning": tuning, "epochs": epochs,
+            "iterations_per_epoch": iterations}
 
 
 def full_overrides(variant: str, data_dir: str | Path | None = None,
-                   sam_checkpoint: str | Path | None = None) -> list[str]:
+                   sam_checkpoint: str | Path | None = None) -> dict[str, Any]:
     """Overrides of a dataset's paper recipe (``sam3d/configs/train/<dataset>.yaml``) for
     ``variant`` with its own tuning policy."""
     get_config(variant)
-    out = [f"variant={variant}", "tuning=null"]
+    out: dict[str, Any] = {"variant": variant, "tuning": None}
     if data_dir is not None:
-        out.append(f"data_dir={data_dir}")
+        out["data_dir"] = str(data_dir)
     if sam_checkpoint is not None:
-        out.append(f"sam_checkpoint={sam_checkpoint}")
+        out["sam_checkpoint"] = str(sam_checkpoint)
     return out
 
 
 def train_variant(variant: str, mode: str, *, dataset: str = "kits", data_dir=None,
                   sam_checkpoint=None, root: str | Path = RUNS, tuning: str | None = None,
-                  overrides=None) -> dict:
+                  overrides: Mapping[str, Any] | None = None) -> dict:
     """Train ``variant`` once (cached by content under ``root``) and return
     :func:`sam3d.experiments.training.smoke_model`'s dict (checkpoint, run_dir, config,
     trained_now, seconds).
@@ -195,12 +197,13 @@ def train_variant(variant: str, mode: str, *, dataset: str = "kits", data_dir=No
     from .training import smoke_model
 
     if smoke:
-        sets = [f"name={SMOKE_BASE}_{variant}", *smoke_overrides(variant, tuning=tuning)]
-        return smoke_model(SMOKE_BASE, sets + list(overrides or ()), root)
-    sets = [f"name={dataset}_{variant}", *full_overrides(variant, data_dir, sam_checkpoint),
-            *(overrides or ())]
+        sets = {"name": f"{SMOKE_BASE}_{variant}", **smoke_overrides(variant, tuning=tuning),
+                **(overrides or {})}
+        return smoke_model(SMOKE_BASE, sets, root)
+    sets = {"name": f"{dataset}_{variant}", **full_overrides(variant, data_dir, sam_checkpoint),
+            **(overrides or {})}
     if tuning is not None:
-        sets.append(f"tuning={tuning}")
+        sets["tuning"] = tuning
     return smoke_model(dataset, sets, root)
 
 
@@ -256,7 +259,7 @@ def evaluate_variant(checkpoint: str | Path, out_dir: str | Path, *, modes=("aut
 def run_methods(mode: str = "smoke", methods: Sequence[str] | None = None, *,
                 dataset: str = "kits", seed: int = 0, device: str = "cpu", data_dir=None,
                 sam_checkpoint=None, root: str | Path = RUNS, checkpoints: dict | None = None,
-                overrides=None) -> list[dict]:
+                overrides: Mapping[str, Any] | None = None) -> list[dict]:
     """Train (or reuse) and evaluate every method; one row per method.
 
     Rows: ``method``, ``config``, ``dice``, ``nsd`` (percent), their standard deviations,

@@ -269,9 +269,11 @@ def smoke_baseline_checkpoint(root: str | Path = "outputs/runs", epochs: int = 3
 
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
-    overrides = [f"model={baseline}", f"name=table1_{baseline}", f"epochs={epochs}"]
-    overrides += [f"data_dir={data_dir}"] if data_dir is not None else []
-    overrides += [f"cache_dir={cache_dir}"] if cache_dir is not None else []
+    overrides = {"model": baseline, "name": f"table1_{baseline}", "epochs": epochs}
+    if data_dir is not None:
+        overrides["data_dir"] = str(data_dir)
+    if cache_dir is not None:
+        overrides["cache_dir"] = str(cache_dir)
     return trained_checkpoint("book_smoke", overrides, root=root)
 
 

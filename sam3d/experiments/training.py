@@ -16,7 +16,9 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from ..checkpoint import CheckpointError, CheckpointFile, recorded_training_config
 from ..config import CONFIGS
@@ -94,7 +96,8 @@ def _at_project_root():
         yield
 
 
-def smoke_model(config: str = SMOKE_CONFIG, overrides=None, root: str | Path = RUNS) -> dict:
+def smoke_model(config: str = SMOKE_CONFIG, overrides: Mapping[str, Any] | None = None,
+                root: str | Path = RUNS) -> dict:
     """The book's shared smoke model, trained on first use (≈ 3 min on 2 cores), else reused.
 
     Returns ``{"checkpoint", "run_dir", "config" (TrainConfig), "trained_now" (True when no
@@ -268,10 +271,9 @@ def train_full(dataset: str, data_dir: str | Path | None = None,
     it and the others reuse it. In a rehearsal (:mod:`sam3d.rehearsal`) the recipe is the
     shrunk one and the run lands under ``outputs/rehearsal/``.
     """
-    sets = [f"data_dir={data_dir}"] if data_dir is not None else []
-    if sam_checkpoint is not None:
-        sets.append(f"sam_checkpoint={sam_checkpoint}")
-    cfg = load_config(_check_dataset(dataset), sets + ([f"out_dir={out_dir}"] if out_dir else []))
+    given = {"data_dir": data_dir, "sam_checkpoint": sam_checkpoint, "out_dir": out_dir or None}
+    cfg = load_config(_check_dataset(dataset),
+                      {k: str(v) for k, v in given.items() if v is not None})
     out = project_path(cfg.out_dir)
     history = read_metrics(out / "metrics.csv") if (out / "metrics.csv").is_file() else []
     finished = bool(history) and history[-1]["epoch"] >= cfg.epochs

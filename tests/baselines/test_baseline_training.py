@@ -117,7 +117,7 @@ def test_training_state_resumes_a_baseline(tmp_path) -> None:
 def test_config_checks_the_model_settings() -> None:
     base = load_config("smoke_phantoms")
     assert base.model == "sam3d" and base.crop is None
-    assert load_config("smoke_phantoms", ["model=swin_unetr", "crop=96"]).crop == 96
+    assert load_config("smoke_phantoms", {"model": "swin_unetr", "crop": 96}).crop == 96
     with pytest.raises(ConfigError, match="model 'nnformer' unknown"):
         TrainConfig(model="nnformer")
     with pytest.raises(ConfigError, match="leave crop null"):

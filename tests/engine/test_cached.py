@@ -57,7 +57,8 @@ def test_trains_once_then_returns_the_same_checkpoint(smoke_cfg, tmp_path) -> No
 
 
 def test_shipped_names_and_overrides_are_resolved_like_the_cli() -> None:
-    cfg = load_config("book_smoke", ["max_minutes=1"])
+    cfg = load_config("book_smoke", {"max_minutes": 1})
     assert run_dir(cfg, "r") != run_dir(load_config("book_smoke"), "r")
-    with pytest.raises(TypeError, match="dict"):
-        trained_checkpoint(load_config("book_smoke"), ["lr=1"], root="unused")
+    for config in (load_config("book_smoke"), "book_smoke"):  # strings only at the CLI
+        with pytest.raises(TypeError, match="mapping"):
+            trained_checkpoint(config, ["lr=1"], root="unused")

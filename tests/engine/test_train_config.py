@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib import resources
+
 import pytest
 
 from sam3d.engine.config import (
@@ -32,21 +34,64 @@ def test_full_configurations_hold_the_official_recipe() -> None:
         assert (cfg.train_lesion_clicks, cfg.train_random_clicks, cfg.val_clicks) == (10, 20, 10)
 
 
-def test_overrides_are_parsed_as_yaml_scalars(tmp_path) -> None:
+def test_command_line_strings_are_parsed_as_yaml_scalars(tmp_path) -> None:
     assert parse_overrides(["epochs=3", "bf16=true", "tuning=null", "lr=2e-4"]) == {
         "epochs": 3, "bf16": True, "tuning": None, "lr": 2e-4}
-    cfg = load_config("smoke_phantoms", ["epochs=2", f"out_dir={tmp_path}"])
-    assert cfg.epochs == 2 and cfg.out_dir == str(tmp_path)
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["epochs"])
+    with pytest.raises(TypeError, match="list"):
+        parse_overrides("epochs=3")
+    cfg = load_config("smoke_phantoms", {"epochs": 2, "out_dir": tmp_path})
+    assert cfg.epochs == 2 and cfg.out_dir == str(tmp_path)  # a path is taken as its string
+
+
+def test_the_library_takes_typed_overrides_only() -> None:
+    with pytest.raises(TypeError, match="parse_overrides"):
+        load_config("smoke_phantoms", ["epochs=2"])
 
 
 @pytest.mark.parametrize("override, match", [
-    (["epochs=0"], "epochs"), (["batch_size=1.5"], "batch_size"), (["variant=vit_q"], "variant"),
-    (["dataset=mnist"], "dataset"), (["tuning=most"], "tuning"), (["lr=-1"], "lr"),
-    (["device=tpu"], "device"), (["colour=red"], "unknown setting"), (["epochs"], "key=value"),
+    ({"epochs": 0}, "epochs"), ({"batch_size": 1.5}, "batch_size"),
+    ({"variant": "vit_q"}, "variant"), ({"dataset": "mnist"}, "dataset"),
+    ({"tuning": "most"}, "tuning"), ({"lr": -1}, "lr"), ({"device": "tpu"}, "device"),
+    ({"colour": "red"}, "unknown setting"),
 ])
 def test_bad_settings_are_refused(override, match) -> None:
     with pytest.raises(ConfigError, match=match):
         load_config("smoke_phantoms", override)
+
+
+PER_DATASET = {"name", "dataset", "data_dir", "out_dir"}
+
+
+def test_benchmark_files_hold_only_what_differs_per_dataset() -> None:
+    """The recipe has one source, TrainConfig's defaults; the four files add their dataset and
+    folders to the settings they share (``_paper.yaml``), nothing else."""
+    shared = {"cache_dir": "data/cache", "sam_checkpoint": "checkpoints/sam_vit_b_01ec64.pth",
+              "workers": 4}
+    assert "_paper" not in shipped_configs()  # a base, not a run
+    for name in ("kits", "lits", "pancreas", "colon"):
+        cfg = load_config(name, rehearsal=False)
+        expected = TrainConfig(**shared).replace(
+            name=name, dataset=name, data_dir=f"data/prepared/{name}",
+            out_dir=f"outputs/train/{name}")
+        assert cfg == expected
+        text = resources.files("sam3d").joinpath(f"configs/train/{name}.yaml").read_text()
+        keys = {line.split(":")[0] for line in text.splitlines()
+                if line and not line.startswith("#")}
+        assert keys == PER_DATASET | {"base"}
+
+
+def test_a_base_is_read_under_the_file(tmp_path) -> None:
+    (tmp_path / "mine.yaml").write_text("base: kits\nname: mine\nepochs: 3\n")
+    cfg = load_config(tmp_path / "mine.yaml", rehearsal=False)
+    assert (cfg.name, cfg.dataset, cfg.epochs, cfg.workers) == ("mine", "kits", 3, 4)
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="base"):
+        load_config(tmp_path / "loop.yaml")
+    (tmp_path / "gone.yaml").write_text("base: no_such_base\n")
+    with pytest.raises(ConfigError, match="unknown configuration"):
+        load_config(tmp_path / "gone.yaml")
 
 
 def test_bad_files(tmp_path) -> None:

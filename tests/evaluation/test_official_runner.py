@@ -153,9 +153,9 @@ def test_official_preprocessing_feeds_training_the_official_layout(data, tmp_pat
     assert (tuple(train["image"].shape) == (3, 32, 32, 32)
             and set(np.unique(train["label"])) <= {0, 1})
     with pytest.raises(ConfigError, match="preprocessing must be one of"):
-        load_config("kits", ["preprocessing=raw"])
+        load_config("kits", {"preprocessing": "raw"})
     with pytest.raises(ConfigError, match="needs preprocessing: sam3d"):
-        load_config("smoke_phantoms", ["preprocessing=official"])
+        load_config("smoke_phantoms", {"preprocessing": "official"})
 
     monkeypatch.chdir(tmp_path)
     run = tmp_path / "run"

@@ -53,8 +53,8 @@ def test_paper_rows_key_like_the_run_rows_and_arguments_are_checked() -> None:
 
 def test_a_setting_trains_once_and_is_evaluated_with_one_click(tmp_path) -> None:
     data = tmp_path / "phantoms"
-    sets = [f"data_dir={data}", "phantoms=5", "phantom_shape=[64, 64, 48]", "cache_dir=null",
-            "epochs=1", "iterations_per_epoch=1"]
+    sets = {"data_dir": data, "phantoms": 5, "phantom_shape": (64, 64, 48), "cache_dir": None,
+            "epochs": 1, "iterations_per_epoch": 1}
     (row,) = L.run_levels("smoke", ["1+4"], root=tmp_path / "runs", overrides=sets)
     (again,) = L.run_levels("smoke", ["1+4"], root=tmp_path / "runs", overrides=sets)
     assert row["trained_now"] and not again["trained_now"] and again["dice"] == row["dice"]

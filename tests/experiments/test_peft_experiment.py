@@ -74,8 +74,8 @@ def test_names_paper_rows_and_argument_checks() -> None:
     assert [r["method"] for r in paper] == list(P.METHODS)
     assert paper[-1] == {"method": "3DSAM-adapter", "dice": 30.20, "nsd": 45.37, "tuned_M": 15.21}
     sets = P.smoke_overrides("tiny_auto_adapter", epochs=1, iterations=3)
-    assert sets == ["variant=tiny_auto_adapter", "tuning=null", "epochs=1",
-                    "iterations_per_epoch=3"]
+    assert sets == {"variant": "tiny_auto_adapter", "tuning": None, "epochs": 1,
+                    "iterations_per_epoch": 3}
     for bad in (lambda: P.check_methods(["LoRA"]), lambda: P.check_methods([]),
                 lambda: P.check_methods(["Adapter", "Adapter"]),
                 lambda: P.variant_of("Adapter", "fast"), lambda: P.paper_table2("brain"),
@@ -90,8 +90,8 @@ def test_names_paper_rows_and_argument_checks() -> None:
 
 def test_a_method_trains_once_and_segments_the_held_out_cases_automatically(tmp_path) -> None:
     data = tmp_path / "phantoms"
-    sets = [f"data_dir={data}", "phantoms=5", "phantom_shape=[64, 64, 48]", "cache_dir=null",
-            "epochs=1", "iterations_per_epoch=1"]
+    sets = {"data_dir": data, "phantoms": 5, "phantom_shape": (64, 64, 48), "cache_dir": None,
+            "epochs": 1, "iterations_per_epoch": 1}
     first = P.run_methods("smoke", ["ST-Adapter"], root=tmp_path / "runs", overrides=sets)
     again = P.run_methods("smoke", ["ST-Adapter"], root=tmp_path / "runs", overrides=sets)
     (row,), (cached,) = first, again

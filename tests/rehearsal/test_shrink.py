@@ -6,7 +6,7 @@ import pytest
 
 from sam3d.config import CONFIGS
 from sam3d.engine.cached import config_key
-from sam3d.engine.config import TrainConfig, load_config
+from sam3d.engine.config import TrainConfig, load_config, parse_overrides
 from sam3d.rehearsal import ENV, active, full_variant
 from sam3d.rehearsal.shrink import (
     BASELINE_CROP,
@@ -56,17 +56,17 @@ def test_load_config_shrinks_the_paper_recipe_in_size_only(dataset, monkeypatch,
 
 def test_overrides_are_shrunk_but_their_folders_kept(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    cfg = load_config("kits", ["variant=auto_medtuning", "tuning=null", "epochs=7",
-                               f"data_dir={tmp_path}/prepared/kits", "out_dir=runs/x"],
+    cfg = load_config("kits", {"variant": "auto_medtuning", "tuning": None, "epochs": 7,
+                               "data_dir": tmp_path / "prepared/kits", "out_dir": "runs/x"},
                       rehearsal=True)
     assert cfg.variant == "tiny_auto_medtuning" and cfg.epochs == EPOCHS
     assert cfg.data_dir == f"{tmp_path}/prepared/kits" and cfg.out_dir == "runs/x"
-    one = load_config("kits", ["epochs=1"], rehearsal=True)
+    one = load_config("kits", {"epochs": 1}, rehearsal=True)
     assert one.epochs == 1  # never more than asked
-    base = load_config("lits", ["model=swin_unetr"], rehearsal=True)
+    base = load_config("lits", {"model": "swin_unetr"}, rehearsal=True)
     assert base.model == "swin_unetr" and base.crop == BASELINE_CROP
     # the same switch from the command line: --set rehearsal=true
-    assert load_config("lits", ["rehearsal=true"]).variant == "tiny"
+    assert load_config("lits", parse_overrides(["rehearsal=true"])).variant == "tiny"
 
 
 def test_shrink_functions_do_not_touch_their_input():
