@@ -109,6 +109,10 @@ class TrainConfig:
     preprocessing: str = "sam3d"
 
     def __post_init__(self):
+        for field in dataclasses.fields(self):  # a folder or file given as a path: its string
+            if isinstance(getattr(self, field.name), PurePath):
+                object.__setattr__(self, field.name, str(getattr(self, field.name)))
+
         def need(cond: bool, msg: str) -> None:
             if not cond:
                 raise ConfigError(msg)
@@ -200,12 +204,13 @@ def parse_overrides(overrides: Iterable[str] | None) -> dict[str, Any]:
 def _read_raw(name_or_path: str | Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
     """The settings of a shipped name or a YAML file, its ``base`` chain merged under it."""
     path = Path(name_or_path)
-    shipped = resources.files("sam3d").joinpath(f"configs/train/{name_or_path}.yaml")
+    shipped = None if "/" in str(name_or_path) else (
+        resources.files("sam3d").joinpath(f"configs/train/{name_or_path}.yaml"))
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ConfigError(f"configuration file not found: {path}")
         text = path.read_text(encoding="utf-8")
-    elif "/" not in str(name_or_path) and shipped.is_file():
+    elif shipped is not None and shipped.is_file():
         text = shipped.read_text(encoding="utf-8")
     else:
         raise ConfigError(f"unknown configuration {name_or_path!r}: not a file, and not one of "
@@ -230,8 +235,7 @@ def _read_raw(name_or_path: str | Path, seen: tuple[str, ...] = ()) -> dict[str,
 
 def load_config(name_or_path: str | Path, overrides: Mapping[str, Any] | None = None, *,
                 rehearsal: bool | None = None) -> TrainConfig:
-    """A shipped configuration by name, or a YAML file, with ``overrides`` (setting → value;
-    a path value is taken as its string).
+    """A shipped configuration by name, or a YAML file, with ``overrides`` (setting → value).
 
     ``rehearsal`` (None: ``SAM3D_REHEARSAL`` in the environment, or ``rehearsal=true`` in the
     file or the overrides): shrink the recipe to the rehearsal's sizes
@@ -242,8 +246,7 @@ def load_config(name_or_path: str | Path, overrides: Mapping[str, Any] | None = 
         raise TypeError("overrides must be a mapping of setting -> value; parse command-line "
                         "key=value strings with sam3d.engine.config.parse_overrides")
     raw = _read_raw(name_or_path)
-    changes = {str(k): str(v) if isinstance(v, PurePath) else v
-               for k, v in (overrides or {}).items()}
+    changes = dict(overrides or {})
     if rehearsal is None:
         from ..rehearsal import active
 

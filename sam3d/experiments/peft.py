@@ -174,9 +174,9 @@ def full_overrides(variant: str, data_dir: str | Path | None = None,
     get_config(variant)
     out: dict[str, Any] = {"variant": variant, "tuning": None}
     if data_dir is not None:
-        out["data_dir"] = str(data_dir)
+        out["data_dir"] = data_dir
     if sam_checkpoint is not None:
-        out["sam_checkpoint"] = str(sam_checkpoint)
+        out["sam_checkpoint"] = sam_checkpoint
     return out
 
 

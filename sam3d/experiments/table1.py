@@ -271,9 +271,9 @@ def smoke_baseline_checkpoint(root: str | Path = "outputs/runs", epochs: int = 3
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     overrides = {"model": baseline, "name": f"table1_{baseline}", "epochs": epochs}
     if data_dir is not None:
-        overrides["data_dir"] = str(data_dir)
+        overrides["data_dir"] = data_dir
     if cache_dir is not None:
-        overrides["cache_dir"] = str(cache_dir)
+        overrides["cache_dir"] = cache_dir
     return trained_checkpoint("book_smoke", overrides, root=root)
 
 

@@ -110,7 +110,7 @@ def smoke_model(config: str = SMOKE_CONFIG, overrides: Mapping[str, Any] | None 
         folder = run_dir(cfg, root)
         trained_now = not (folder / DONE).is_file()
         t0 = time.time()
-        checkpoint = trained_checkpoint(config, overrides, root=root)
+        checkpoint = trained_checkpoint(cfg, root=root)
     cfg = cfg.replace(data_dir=str(project_path(cfg.data_dir)), out_dir=str(folder))
     return {"checkpoint": checkpoint, "run_dir": folder, "config": cfg,
             "trained_now": trained_now, "seconds": time.time() - t0}
@@ -273,7 +273,7 @@ def train_full(dataset: str, data_dir: str | Path | None = None,
     """
     given = {"data_dir": data_dir, "sam_checkpoint": sam_checkpoint, "out_dir": out_dir or None}
     cfg = load_config(_check_dataset(dataset),
-                      {k: str(v) for k, v in given.items() if v is not None})
+                      {k: v for k, v in given.items() if v is not None})
     out = project_path(cfg.out_dir)
     history = read_metrics(out / "metrics.csv") if (out / "metrics.csv").is_file() else []
     finished = bool(history) and history[-1]["epoch"] >= cfg.epochs

@@ -43,6 +43,8 @@ def test_command_line_strings_are_parsed_as_yaml_scalars(tmp_path) -> None:
         parse_overrides("epochs=3")
     cfg = load_config("smoke_phantoms", {"epochs": 2, "out_dir": tmp_path})
     assert cfg.epochs == 2 and cfg.out_dir == str(tmp_path)  # a path is taken as its string
+    assert TrainConfig(data_dir=tmp_path).replace(out_dir=tmp_path).as_dict()["out_dir"] == str(
+        tmp_path)
 
 
 def test_the_library_takes_typed_overrides_only() -> None:
