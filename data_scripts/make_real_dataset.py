@@ -2,7 +2,11 @@
 split plus synthetic tumours in real liver and lung, with its split file.
 
     python data_scripts/make_real_dataset.py [--samples data/samples] [--out data/real_ct]
-        [--seed 0] [--per-source 3] [--phantoms 0]
+        [--seed 0] [--per-source 3] [--phantoms 0] [--lesion-cases data/real_ct_lesions]
+
+``--lesion-cases DIR`` also writes one evaluation case per held-out LiTS 117 lesion of at
+least 100 voxels (that lesion the only target, the others excluded) with its split file, for
+the per-lesion click scores of ``book_real``.
 
 Idempotent: a second run with the same arguments writes nothing. Fetches the samples first
 when they are missing (as data_scripts/fetch_samples.py does).
@@ -13,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sam3d.data.real_dataset import RealDatasetSpec, write_real_dataset
+from sam3d.data.real_dataset import RealDatasetSpec, write_lesion_cases, write_real_dataset
 from sam3d.data.samples import SampleDataError, fetch_samples
 
 
@@ -24,12 +28,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--per-source", type=int, default=3)
     parser.add_argument("--phantoms", type=int, default=0)
+    parser.add_argument("--lesion-cases", default=None, metavar="DIR",
+                        help="also write one case per held-out lesion (≥ 100 voxels) here")
     args = parser.parse_args(argv)
     try:
         spec = RealDatasetSpec(seed=args.seed, per_source=args.per_source,
                                phantoms=args.phantoms)
         fetch_samples(args.samples)
         root = write_real_dataset(args.out, args.samples, spec)
+        if args.lesion_cases:
+            print(f"held-out lesion cases: {write_lesion_cases(root, args.lesion_cases)}")
     except (ValueError, SampleDataError) as exc:
         print(f"make_real_dataset: error: {exc}", file=sys.stderr)
         return 1

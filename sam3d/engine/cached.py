@@ -25,7 +25,7 @@ _PRESENTATION = ("out_dir", "progress", "tensorboard", "name")
 # settings added after runs were cached: left out of the key while at their default, so the
 # folders of earlier runs keep their keys
 _LATER = {"model": "sam3d", "crop": None, "rehearsal": False, "preprocessing": "sam3d",
-          "interaction_rounds": 0}
+          "interaction_rounds": 0, "train_target": "crop"}
 
 
 def config_key(cfg: TrainConfig) -> str:

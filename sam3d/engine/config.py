@@ -27,6 +27,7 @@ from ..config import CONFIGS, TUNING_POLICIES
 from ..data.official import OFFICIAL
 from ..data.specs import SPECS
 from ..data.transforms import PREPROCESSING
+from .targets import TARGETS
 
 #: what ``TrainConfig.model`` may name: our model, or a supervised baseline
 MODELS = ("sam3d", *BASELINES)
@@ -54,7 +55,10 @@ class TrainConfig:
     ``lambda_dice``/``lambda_ce``, training clicks ``train_lesion_clicks`` +
     ``train_random_clicks``, ``val_clicks``, ``interaction_rounds`` (simulated interaction,
     not in the paper: up to that many corrective clicks per step from the model's own errors,
-    :mod:`sam3d.engine.interaction`; 0 = the paper's recipe), ``iterations_per_epoch``
+    :mod:`sam3d.engine.interaction`; 0 = the paper's recipe), ``train_target`` ("crop": every
+    lesion voxel of the crop, the paper; "clicked_lesion": the clicked lesion alone, the
+    others background; "clicked_lesion_ignore": the others ignored by the loss;
+    :mod:`sam3d.engine.targets`), ``iterations_per_epoch``
     (None: one crop per training volume, as the official code), ``val_every``.
     Runtime: ``seed``, ``workers``, ``device`` ("auto", "cpu", "cuda"), ``bf16``,
     ``grad_checkpointing``, ``out_dir``, ``max_minutes`` (stop after the epoch that passes it),
@@ -94,6 +98,7 @@ class TrainConfig:
     train_random_clicks: int = 20
     val_clicks: int = 10
     interaction_rounds: int = 0
+    train_target: str = "crop"
     iterations_per_epoch: int | None = None
     val_every: int = 1
     seed: int = 0
@@ -147,6 +152,12 @@ class TrainConfig:
         need(not self.interaction_rounds or (self.model == "sam3d"
                                              and bool(CONFIGS[self.variant].prompt_levels)),
              "interaction_rounds needs a click-prompted sam3d variant (corrective clicks)")
+        need(self.train_target in TARGETS,
+             f"train_target must be one of {TARGETS}, got {self.train_target!r}")
+        need(self.train_target == "crop" or (self.model == "sam3d" and self.train_lesion_clicks
+                                             >= 1 and bool(CONFIGS[self.variant].prompt_levels)),
+             f"train_target: {self.train_target} needs a click-prompted sam3d variant and "
+             "train_lesion_clicks ≥ 1")
         need(self.iterations_per_epoch is None or self.iterations_per_epoch >= 1,
              "iterations_per_epoch must be ≥ 1 or null")
         need(self.lr > 0 and 0 < self.lr_end_factor <= 1, "lr must be > 0, lr_end_factor in (0, 1]")

@@ -40,6 +40,7 @@ from .interaction import click_labels, simulate_interaction
 from .optim import build_optimizer, clip_per_group
 from .precision import autocast
 from .state import load_training_state, save_training_state
+from .targets import clicked_lesion_targets, ignore_voxels
 
 METRICS = ("epoch", "train_loss", "train_dice", "val_loss", "val_dice", "lr", "seconds")
 
@@ -220,8 +221,14 @@ class Trainer:
         for batch in bar:
             image = batch["image"].to(self.device).as_tensor()
             label = batch["label"].to(self.device).as_tensor()
-            points = batch_clicks(label, rng, cfg.train_lesion_clicks,
-                                  cfg.train_random_clicks).to(self.device)
+            ignore = None
+            if cfg.train_target != "crop":  # the clicked lesion alone (engine/targets.py)
+                points, label, others = clicked_lesion_targets(
+                    label, rng, cfg.train_lesion_clicks, cfg.train_random_clicks)
+                ignore = others if cfg.train_target == "clicked_lesion_ignore" else None
+            else:
+                points = batch_clicks(label, rng, cfg.train_lesion_clicks,
+                                      cfg.train_random_clicks).to(self.device)
             labels = click_labels(label, points) if model.negative_clicks \
                 else None
             with autocast(self.device, cfg.bf16):  # the run's precision (engine/precision.py)
@@ -230,6 +237,8 @@ class Trainer:
                     points, labels = simulate_interaction(model, image, label, points, labels,
                                                           rounds, rng)
                 logits = net(image, points) if labels is None else net(image, points, labels)
+            if ignore is not None:
+                logits = ignore_voxels(logits, ignore)
             loss = loss_fn(logits, label)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -256,11 +265,18 @@ class Trainer:
             item = item[0] if isinstance(item, list) else item
             image = item["image"].as_tensor()[None].to(self.device)
             label = item["label"].as_tensor()[None].to(self.device)
-            mask = label[0, 0].cpu().numpy() > 0.5
-            pts = validation_clicks(mask, case_rng(cfg.seed, item["case"], "val"), cfg.val_clicks)
+            rng = case_rng(cfg.seed, item["case"], "val")
+            ignore = None
+            if cfg.train_target != "crop":  # scored as it is trained
+                points, label, others = clicked_lesion_targets(label, rng, cfg.val_clicks, 0)
+                ignore = others if cfg.train_target == "clicked_lesion_ignore" else None
+            else:
+                pts = validation_clicks(label[0, 0].cpu().numpy() > 0.5, rng, cfg.val_clicks)
+                points = torch.as_tensor(pts, dtype=torch.float32)[None].to(self.device)
             with autocast(self.device, cfg.bf16):
-                logits = model(image, torch.as_tensor(pts, dtype=torch.float32)[None]
-                               .to(self.device))
+                logits = model(image, points)
+            if ignore is not None:
+                logits = ignore_voxels(logits, ignore)
             losses.append(float(loss_fn(logits, label)))
             dices.append(_dice(logits, label))
         model.train()

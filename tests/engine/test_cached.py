@@ -28,7 +28,7 @@ def test_key_of_a_sam3d_run_is_that_of_before_the_model_setting(smoke_cfg) -> No
 
     doc = {k: v for k, v in smoke_cfg.as_dict().items()
            if k not in ("out_dir", "progress", "tensorboard", "name", "model", "crop", "rehearsal",
-                        "preprocessing", "interaction_rounds")}
+                        "preprocessing", "interaction_rounds", "train_target")}
     before = hashlib.sha256(json.dumps(doc, sort_keys=True, default=list).encode()).hexdigest()
     assert config_key(smoke_cfg) == before[:10]
     baseline = smoke_cfg.replace(model="dynunet_smoke")
@@ -37,6 +37,7 @@ def test_key_of_a_sam3d_run_is_that_of_before_the_model_setting(smoke_cfg) -> No
     assert config_key(smoke_cfg.replace(rehearsal=True)) != config_key(smoke_cfg)
     assert config_key(smoke_cfg.replace(variant="tiny_interactive", interaction_rounds=2)) != \
         config_key(smoke_cfg.replace(variant="tiny_interactive"))
+    assert config_key(smoke_cfg.replace(train_target="clicked_lesion")) != config_key(smoke_cfg)
     kits = smoke_cfg.replace(dataset="kits")
     assert config_key(kits.replace(preprocessing="official")) != config_key(kits)
 

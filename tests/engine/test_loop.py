@@ -73,6 +73,38 @@ def test_one_smoke_epoch_writes_every_output(smoke_cfg) -> None:
     assert (out / "last.pt").stat().st_mtime_ns == before
 
 
+@pytest.mark.parametrize("target", ["clicked_lesion", "clicked_lesion_ignore"])
+def test_a_clicked_lesion_run_trains_and_validates_on_the_clicked_lesion(smoke_cfg, monkeypatch,
+                                                                         target) -> None:
+    """``train_target: clicked_lesion[_ignore]``: every training and validation forward is
+    scored against the one lesion its clicks fall on (sam3d.engine.targets); the other lesions
+    are background, or ignored by the loss."""
+    import sam3d.engine.loop as loop
+
+    calls: list[tuple[int, int]] = []
+    ignored: list[int] = []
+    targets, ignore_voxels = loop.clicked_lesion_targets, loop.ignore_voxels
+
+    def recording(labels, rng, n_lesion, n_random):
+        calls.append((n_lesion, n_random))
+        points, lesion, others = targets(labels, rng, n_lesion, n_random)
+        assert torch.equal((lesion > 0) | others, labels > 0.5)
+        return points, lesion, others
+
+    def ignoring(logits, others):
+        ignored.append(int(others.sum()))
+        return ignore_voxels(logits, others)
+
+    monkeypatch.setattr(loop, "clicked_lesion_targets", recording)
+    monkeypatch.setattr(loop, "ignore_voxels", ignoring)
+    cfg = smoke_cfg.replace(train_target=target)
+    history = Trainer(cfg).run()
+    assert np.isfinite(history[0]["train_loss"]) and 0.0 <= history[0]["val_dice"] <= 1.0
+    assert (cfg.train_lesion_clicks, cfg.train_random_clicks) in calls  # training
+    assert (cfg.val_clicks, 0) in calls  # validation
+    assert len(ignored) == (len(calls) if target == "clicked_lesion_ignore" else 0)
+
+
 def test_the_schedule_decays_linearly_per_epoch(smoke_cfg) -> None:
     history = Trainer(smoke_cfg.replace(epochs=2, lr_end_factor=0.5, val_every=2)).run()
     assert [r["lr"] for r in history] == pytest.approx([1e-3, 0.75e-3])
