@@ -40,7 +40,7 @@ from .interaction import click_labels, simulate_interaction
 from .optim import build_optimizer, clip_per_group
 from .precision import autocast
 from .state import load_training_state, save_training_state
-from .targets import clicked_lesion_targets, ignore_voxels
+from .targets import ignore_voxels, instance_targets
 
 METRICS = ("epoch", "train_loss", "train_dice", "val_loss", "val_dice", "lr", "seconds")
 
@@ -223,9 +223,8 @@ class Trainer:
             label = batch["label"].to(self.device).as_tensor()
             ignore = None
             if cfg.train_target != "crop":  # the clicked lesion alone (engine/targets.py)
-                points, label, others = clicked_lesion_targets(
-                    label, rng, cfg.train_lesion_clicks, cfg.train_random_clicks)
-                ignore = others if cfg.train_target == "clicked_lesion_ignore" else None
+                points, label, ignore = instance_targets(
+                    cfg.train_target, label, rng, cfg.train_lesion_clicks, cfg.train_random_clicks)
             else:
                 points = batch_clicks(label, rng, cfg.train_lesion_clicks,
                                       cfg.train_random_clicks).to(self.device)
@@ -268,8 +267,8 @@ class Trainer:
             rng = case_rng(cfg.seed, item["case"], "val")
             ignore = None
             if cfg.train_target != "crop":  # scored as it is trained
-                points, label, others = clicked_lesion_targets(label, rng, cfg.val_clicks, 0)
-                ignore = others if cfg.train_target == "clicked_lesion_ignore" else None
+                points, label, ignore = instance_targets(cfg.train_target, label, rng,
+                                                         cfg.val_clicks, 0)
             else:
                 pts = validation_clicks(label[0, 0].cpu().numpy() > 0.5, rng, cfg.val_clicks)
                 points = torch.as_tensor(pts, dtype=torch.float32)[None].to(self.device)

@@ -80,10 +80,11 @@ def test_a_clicked_lesion_run_trains_and_validates_on_the_clicked_lesion(smoke_c
     scored against the one lesion its clicks fall on (sam3d.engine.targets); the other lesions
     are background, or ignored by the loss."""
     import sam3d.engine.loop as loop
+    import sam3d.engine.targets as targets_module
 
     calls: list[tuple[int, int]] = []
     ignored: list[int] = []
-    targets, ignore_voxels = loop.clicked_lesion_targets, loop.ignore_voxels
+    targets, ignore_voxels = targets_module.clicked_lesion_targets, loop.ignore_voxels
 
     def recording(labels, rng, n_lesion, n_random):
         calls.append((n_lesion, n_random))
@@ -95,7 +96,7 @@ def test_a_clicked_lesion_run_trains_and_validates_on_the_clicked_lesion(smoke_c
         ignored.append(int(others.sum()))
         return ignore_voxels(logits, others)
 
-    monkeypatch.setattr(loop, "clicked_lesion_targets", recording)
+    monkeypatch.setattr(targets_module, "clicked_lesion_targets", recording)
     monkeypatch.setattr(loop, "ignore_voxels", ignoring)
     cfg = smoke_cfg.replace(train_target=target)
     history = Trainer(cfg).run()
