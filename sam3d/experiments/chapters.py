@@ -10,10 +10,11 @@ steps with ``--rehearsal``)::
         --out outputs/book-full/executed --build outputs/book-full/site
 
 Each chapter gets the same parameters (``MODE``, ``DEVICE``, ``DATASET``, ``DATA_DIR``,
-``SAM_CHECKPOINT``, ``REHEARSAL``, ``INTERACTIVE=False``; the architecture chapter's golden
-check is left to its own test in a rehearsal). Rerunning resumes: training runs are resumed or
-skipped by the chapters themselves (``sam3d.experiments.training.train_full``, the
-content-keyed runs of :mod:`sam3d.engine.cached`), so a finished chapter reruns in minutes.
+``SAM_CHECKPOINT``, ``REHEARSAL``, ``INTERACTIVE=False``; in a rehearsal the architecture
+chapter's golden check is left to its own test and Tables 2 and 3 train two rows each).
+Rerunning resumes: training runs are resumed or skipped by the chapters themselves
+(``sam3d.experiments.training.train_full``, the content-keyed runs of
+:mod:`sam3d.engine.cached`), so a finished chapter reruns in minutes.
 """
 
 from __future__ import annotations
@@ -58,11 +59,25 @@ def chapter_parameters(mode: str = "full", *, rehearsal: bool = False, device: s
     return params
 
 
+#: the rows a rehearsal trains in the chapters of Tables 2 and 3 (every row is the same
+#: full-mode code path with another variant; each variant's toy counterpart is built with the
+#: rehearsal's SAM-format weights by ``tests/rehearsal/test_shrink.py``)
+REHEARSED_ROWS = {"05_table2_peft": ("METHODS", ["Full fine-tuning", "3DSAM-adapter"]),
+                  "07_feature_level": ("SETTINGS", ["1+2+3+4", "4"])}
+
+
 def _overrides(path: Path, params: dict) -> dict:
-    """Per-chapter exceptions: the architecture chapter's 3-minute golden rerun has its own
-    test (``tests/test_golden_equivalence.py``), so a rehearsal leaves it out."""
-    if path.stem == "01_architecture" and params.get("REHEARSAL"):
+    """Per-chapter exceptions in a rehearsal: the architecture chapter's 3-minute golden rerun
+    has its own test (``tests/test_golden_equivalence.py``), so it is left out; the chapters
+    of Tables 2 and 3 train two of their rows (:data:`REHEARSED_ROWS`: the first and the last
+    of the table) instead of six and five, a shrink in size like the rest of a rehearsal."""
+    if not params.get("REHEARSAL"):
+        return {}
+    if path.stem == "01_architecture":
         return {"GOLDEN_CHECK": False}
+    if path.stem in REHEARSED_ROWS:
+        key, rows = REHEARSED_ROWS[path.stem]
+        return {key: list(rows)}
     return {}
 
 

@@ -67,6 +67,18 @@ def test_main_refuses_bad_arguments(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+def test_a_rehearsal_trains_two_rows_of_tables_2_and_3():
+    from sam3d.experiments.chapters import _overrides
+
+    by = {p.stem: p for p in CHAPTERS}
+    assert _overrides(by["05_table2_peft"], REHEARSAL) == {
+        "METHODS": ["Full fine-tuning", "3DSAM-adapter"]}
+    assert _overrides(by["07_feature_level"], REHEARSAL) == {"SETTINGS": ["1+2+3+4", "4"]}
+    assert _overrides(by["01_architecture"], REHEARSAL) == {"GOLDEN_CHECK": False}
+    full = chapter_parameters("full", device="cuda", dataset="kits")
+    assert all(_overrides(p, full) == {} for p in CHAPTERS)  # a real full run: every row
+
+
 @pytest.fixture(scope="module")
 def rehearsed_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("rehearsed")

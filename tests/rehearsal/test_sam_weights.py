@@ -40,3 +40,23 @@ def test_rehearse_outside_full_mode_or_with_a_bad_flag_is_refused():
         rehearse("smoke", True)
     with pytest.raises(ValueError, match="True or False"):
         rehearse("full", "yes")
+
+
+def test_every_table_2_and_3_row_loads_the_rehearsal_weights(tmp_path):
+    """A rehearsal trains two rows of Tables 2 and 3 (``chapters.REHEARSED_ROWS``); the toy
+    counterpart of every row's full variant still builds on the rehearsal's SAM-format weights,
+    the step of the full-mode path that differs between rows."""
+    from sam3d.experiments import levels, peft
+    from sam3d.experiments.chapters import REHEARSED_ROWS
+    from sam3d.rehearsal.shrink import small_variant
+
+    path = write_sam_checkpoint(tmp_path / "sam.pth")
+    variants = {small_variant(peft.variant_of(m, "full")) for m in peft.METHODS}
+    variants |= {small_variant(levels.variant_of(s, "full")) for s in levels.SETTINGS}
+    assert len(variants) == 11  # six methods and five settings ("4" is the plain tiny)
+    for name in sorted(variants):
+        report = build_sam3d(name, sam_checkpoint=path).sam_load_report
+        assert len(report.loaded) > 50, name
+    (_, methods), (_, settings) = (REHEARSED_ROWS["05_table2_peft"],
+                                   REHEARSED_ROWS["07_feature_level"])
+    assert set(methods) <= set(peft.METHODS) and set(settings) <= set(levels.SETTINGS)
