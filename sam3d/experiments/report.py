@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 MODES = ("smoke", "full")
 
@@ -21,6 +22,21 @@ def run_label(mode: str) -> str:
     if check_mode(mode) == "smoke":
         return "this run (smoke: tiny model, not comparable)"
     return f"this run ({LABEL})" if active() else "this run"
+
+
+def chapter_dir(chapter: str, mode: str) -> Path:
+    """The folder a chapter writes its evaluations to: ``outputs/book/<mode>/<chapter>`` under
+    the project root, so a smoke run never overwrites a full run's results; in a rehearsal
+    (:func:`sam3d.rehearsal.active`) ``outputs/rehearsal/book/full/<chapter>``, the rule that
+    moves a recipe's own folders, so a rehearsal never overwrites a real run."""
+    from ..provenance import project_path
+    from ..rehearsal import active
+    from ..rehearsal.shrink import rehearsal_output
+
+    if not isinstance(chapter, str) or not chapter or Path(chapter).name != chapter:
+        raise ValueError(f"chapter must be a notebook name such as '03_training', got {chapter!r}")
+    folder = f"outputs/book/{check_mode(mode)}/{chapter}"
+    return project_path(rehearsal_output(folder) if active() else folder)
 
 
 def run_stamp(prov: dict, started: float | None = None) -> str:

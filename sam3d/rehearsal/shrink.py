@@ -55,6 +55,12 @@ def _moved(path: str | None, prefix: str, root: str) -> str | None:
     return str(PurePosixPath(root, *p.parts[1:]))
 
 
+def rehearsal_output(path: str) -> str:
+    """A relative ``outputs/…`` folder as a rehearsal writes it: ``outputs/rehearsal/…``
+    (other paths as given)."""
+    return str(_moved(path, "outputs", OUTPUT_ROOT))
+
+
 def shrink_recipe(raw: dict) -> dict:
     """The recipe's own folders moved under the rehearsal roots (before any override)."""
     out = dict(raw)

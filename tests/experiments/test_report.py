@@ -6,13 +6,32 @@ import math
 
 import pytest
 
-from sam3d.experiments.report import check_mode, run_label, run_stamp, side_by_side
+from sam3d.experiments.report import chapter_dir, check_mode, run_label, run_stamp, side_by_side
+from sam3d.provenance import project_path
+from sam3d.rehearsal import ENV
 
 
 def test_smoke_numbers_are_never_labelled_as_a_plain_run() -> None:
     assert "smoke" in run_label("smoke") and "smoke" not in run_label("full")
     with pytest.raises(ValueError, match="MODE"):
         check_mode("fast")
+
+
+def test_smoke_full_and_rehearsal_write_to_separate_chapter_folders(monkeypatch) -> None:
+    """A smoke run (make book) never overwrites a GPU run's evaluations, and a rehearsal
+    neither (the rehearsal of chapter 8 used to write into the smoke chapter's folder)."""
+    monkeypatch.delenv(ENV, raising=False)
+    smoke, full = chapter_dir("08_clicks_refinement", "smoke"), chapter_dir("03_training", "full")
+    assert smoke == project_path("outputs/book/smoke/08_clicks_refinement")
+    assert full == project_path("outputs/book/full/03_training")
+    monkeypatch.setenv(ENV, "1")
+    assert chapter_dir("03_training", "full") == project_path(
+        "outputs/rehearsal/book/full/03_training")
+    with pytest.raises(ValueError, match="MODE"):
+        chapter_dir("03_training", "quick")
+    for bad in ("", "../03_training", "a/b", None):
+        with pytest.raises(ValueError, match="chapter must be"):
+            chapter_dir(bad, "smoke")
 
 
 def test_rows_are_joined_on_the_keys_and_missing_sides_stay_empty() -> None:
