@@ -41,7 +41,8 @@ def build_from_config(cfg: Sam3DConfig) -> Sam3D:
                                label_embedding=cfg.negative_clicks)
         for level in cfg.prompt_levels
     }
-    decoder = MaskDecoder3D(cfg.out_chans, cfg.decoder_chans, len(cfg.taps), cfg.num_classes)
+    decoder = MaskDecoder3D(cfg.out_chans, cfg.decoder_chans, len(cfg.taps), cfg.num_classes,
+                            click_chans=2 if cfg.click_maps else 0)
     model = Sam3D(encoder, decoder, prompts, cfg)
     apply_tuning_policy(model, cfg.tuning)
     return model

@@ -178,7 +178,12 @@ def official_to_sam3d(ckpt: dict, model: Sam3D) -> None:
             # initialisation, whose positive row is zero (the paper's logits on positive clicks)
             state["label_embed.weight"] = prompt_encoder.label_embed.weight.detach().clone()
         load_state_strict(prompt_encoder, state, f"feature_dict[{level - 1}]")
-    load_state_strict(model.mask_decoder, ckpt["decoder_dict"], "decoder_dict")
+    decoder = ckpt["decoder_dict"]
+    click_conv = model.mask_decoder.click_conv
+    if click_conv is not None and isinstance(decoder, dict) and "click_conv.weight" not in decoder:
+        # the click-map extension is not in the authors' format either: it keeps its zero start
+        decoder = {**decoder, "click_conv.weight": click_conv.weight.detach().clone()}
+    load_state_strict(model.mask_decoder, decoder, "decoder_dict")
 
 
 def is_official_checkpoint(ckpt: object) -> bool:

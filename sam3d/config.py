@@ -32,6 +32,8 @@ class Sam3DConfig:
     ``prompt_depth``, ``prompt_heads``, ``prompt_mlp_dim``, ``num_queries``.
     ``negative_clicks``: the negative-click extension (not in the paper; off by default): a
     learned label embedding on each click token (:class:`~sam3d.modeling.PromptEncoder3D`).
+    ``click_maps``: with it, the clicks also enter the decoder as positive and negative maps
+    at its resolution (:mod:`sam3d.modeling.click_maps`; not in the paper; off by default).
     Decoder: ``decoder_chans``, ``num_classes``. ``sam_model`` names the segment-anything
     registry entry whose checkpoint fits the encoder (None: no SAM checkpoint exists).
     ``tuning``: a key of ``TUNING_POLICIES``.
@@ -61,6 +63,7 @@ class Sam3DConfig:
     prompt_mlp_dim: int = 2048
     num_queries: int = 10
     negative_clicks: bool = False
+    click_maps: bool = False
     decoder_chans: int = 128
     num_classes: int = 2
     sam_model: str | None = "vit_b"
@@ -93,6 +96,11 @@ class Sam3DConfig:
             raise ValueError(f"negative_clicks must be true or false, got {self.negative_clicks!r}")
         if self.negative_clicks and not self.prompt_levels:
             raise ValueError("negative_clicks needs a prompt encoder (prompt_levels is empty)")
+        if not isinstance(self.click_maps, bool):
+            raise ValueError(f"click_maps must be true or false, got {self.click_maps!r}")
+        if self.click_maps and not self.negative_clicks:
+            raise ValueError("click_maps is part of the negative-click extension: it needs "
+                             "negative_clicks=True")
 
     @property
     def adapter_dim(self) -> int:
@@ -166,9 +174,16 @@ for _levels in ((3, 4), (2, 4), (1, 4), (1, 2, 3, 4)):
 
 # The negative-click extension (issue 13; not in the paper): the paper's model plus a learned
 # label embedding on each click token, trained with simulated interaction (TrainConfig.
-# interaction_rounds). A paper checkpoint loads into it unchanged.
+# interaction_rounds). A paper checkpoint loads into it unchanged. ``*_interactive_maps``: the
+# clicks also enter the decoder as maps (sam3d.modeling.click_maps; zero start, so a paper
+# checkpoint still loads unchanged), which makes a corrective click position-aware.
 for _base, _what in (("tiny", "smoke"), ("vit_b", "full")):
     register(CONFIGS[_base].replace(
         name=f"{_base}_interactive", negative_clicks=True,
         description=f"{_base} with positive and negative clicks (extension, {_what} mode)",
+    ))
+    register(CONFIGS[f"{_base}_interactive"].replace(
+        name=f"{_base}_interactive_maps", click_maps=True,
+        description=f"{_base}_interactive with the clicks also as maps in the decoder "
+                    f"(extension, {_what} mode)",
     ))

@@ -80,6 +80,9 @@ class MaskDecoder3D(nn.Module):
     Arguments:
       in_chans (int): neck width (256). mid_chans (int): head width (128).
       levels (int): feature levels (4). num_classes (int): 2. skip_chans (int): image skip (1).
+      click_chans (int): click maps (0, the paper; 2 for the click-map extension,
+        :mod:`sam3d.modeling.click_maps`): a 3×3×3 convolution ``click_conv`` of its own,
+        initialised to zero, adds them to the first classifier convolution's output.
 
     ``forward(feats, skip, out_size)``: feats = ``levels`` tensors ``B×in×g×g×g``; skip
     ``B×1×2g×2g×2g``; returns ``B×num_classes×S×S×S`` with ``S = out_size`` (trilinear,
@@ -88,15 +91,21 @@ class MaskDecoder3D(nn.Module):
 
     def __init__(
         self, in_chans: int = 256, mid_chans: int = 128, levels: int = 4, num_classes: int = 2,
-        skip_chans: int = 1,
+        skip_chans: int = 1, click_chans: int = 0,
     ) -> None:
         super().__init__()
         check_positive(num_classes=num_classes, skip_chans=skip_chans)
+        if click_chans not in (0, 2):
+            raise ValueError(f"click_chans must be 0 or 2, got {click_chans!r}")
         self.mlahead = MLAHead(in_chans, mid_chans, levels)
         self.cls = nn.Sequential(
             *conv_in_relu(levels * mid_chans + skip_chans, mid_chans),
             nn.Conv3d(mid_chans, num_classes, 3, padding=1, bias=False),
         )
+        self.click_conv: nn.Conv3d | None = None
+        if click_chans:
+            self.click_conv = nn.Conv3d(click_chans, mid_chans, 3, padding=1, bias=False)
+            nn.init.zeros_(self.click_conv.weight)  # the paper's logits until trained
 
     def forward(self, feats: Sequence[torch.Tensor], skip: torch.Tensor, out_size: int,
                 ) -> torch.Tensor:
@@ -125,17 +134,23 @@ class MaskDecoder3D(nn.Module):
         return {"fixed": x, "prompted": prompted, "per": per}
 
     def decode(self, pre: dict[str, Any], levels: dict[int, torch.Tensor], out_size: int,
-               ) -> torch.Tensor:
+               clicks: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``B×num_classes×S×S×S`` from :meth:`precompute`'s result and the prompted
-        levels ``{0-based level: B×in×g×g×g}`` (exactly the levels named there)."""
+        levels ``{0-based level: B×in×g×g×g}`` (exactly the levels named there); ``clicks``:
+        the click maps ``B×2×2g×2g×2g`` of a decoder with ``click_conv`` (else None)."""
         if sorted(levels) != pre["prompted"]:
             raise ValueError(f"decode needs the levels {pre['prompted']}, got {sorted(levels)}")
+        if (clicks is None) != (self.click_conv is None):
+            raise ValueError("click maps go with a decoder that has click_conv, and only there")
         x = pre["fixed"]
         if levels:
             order = sorted(levels)
             heads = torch.cat([self.mlahead.head(i)(levels[i]) for i in order], 1)
             w = _level_weights(cast(nn.Conv3d, self.cls[0]).weight, order, pre["per"])
             x = x + upsample_conv3d(heads, w, x.shape[-1])
+        if self.click_conv is not None:
+            assert clicks is not None
+            x = x + self.click_conv(clicks.to(x.dtype))
         x = self.cls[1:](x)
         return F.interpolate(x, size=(out_size,) * 3, mode="trilinear", align_corners=True)
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .click_maps import click_maps
 from .image_encoder import ImageEncoder3D
 from .mask_decoder import MaskDecoder3D
 from .prompt_encoder import PromptEncoder3D
@@ -51,7 +52,8 @@ class Sam3D(nn.Module):
     Switch: ``grad_checkpointing`` (recompute encoder blocks in backward). Precision is the
     caller's (:func:`sam3d.engine.precision.autocast`); the logits are float32.
     ``negative_clicks`` (read-only): whether the prompt encoders carry the negative-click
-    extension (``Sam3DConfig.negative_clicks``).
+    extension (``Sam3DConfig.negative_clicks``); with ``Sam3DConfig.click_maps`` the decoder
+    also takes the clicks as maps (:mod:`sam3d.modeling.click_maps`), built in :meth:`decode`.
 
     ``forward(volume, points, labels=None)``: volume ``B×C×D×H×W`` (C = 1 or 3, D = H = W =
     crop), points ``B×N×3`` voxel indices (d, h, w) inside the volume (ignored by a prompt-free
@@ -203,7 +205,13 @@ class Sam3D(nn.Module):
             for key, prompt_encoder in self.prompt_encoders.items():
                 level = int(key) - 1
                 levels[level] = prompt_encoder(embedding.levels[level], grid_points, labels)
-        logits = self.mask_decoder.decode(embedding.decoder, levels, self.crop)
+        if getattr(self.mask_decoder, "click_conv", None) is None:
+            logits = self.mask_decoder.decode(embedding.decoder, levels, self.crop)
+        else:  # the click-map extension (Sam3DConfig.click_maps)
+            assert points is not None
+            maps = click_maps(points, labels, embedding.shape[2:],
+                              embedding.decoder["fixed"].shape[-1])
+            logits = self.mask_decoder.decode(embedding.decoder, levels, self.crop, maps)
         return logits.float().permute(0, 1, 4, 2, 3)  # float32 under any caller's autocast
 
 

@@ -1,0 +1,44 @@
+"""Click maps: the clicks as images at the decoder's resolution (an extension, not the paper).
+
+The paper's prompt encoder turns a click into a token sampled from the coarsest feature level
+(4 voxels per token for ``tiny``, 4 for ``vit_b``) and mixes it through global queries, so a
+click carries no sharp position: a corrective click on a boundary error moves the mask by a
+few voxels anywhere. Interactive tools of the nnInteractive / RITM family give the network the
+clicks as maps. Here the two maps (positive, negative) enter the decoder's first classifier
+convolution beside the raw-image skip, at its resolution (2 voxels per cell), through weights
+that start at zero (:class:`~sam3d.modeling.mask_decoder.MaskDecoder3D`, ``click_chans``), so a
+paper checkpoint loaded into a model with click maps gives the paper's logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+#: the Gaussian's standard deviation in decoder cells (2 voxels each: 4 voxels)
+SIGMA_CELLS = 2.0
+
+
+def click_maps(points: torch.Tensor, labels: torch.Tensor | None, crop: Sequence[int],
+               size: int, sigma: float = SIGMA_CELLS) -> torch.Tensor:
+    """Maps ``B×2×size×size×size`` in the decoder's (H, W, D) layout: channel 0 the positive
+    clicks, channel 1 the negative ones, each the maximum over its clicks of a Gaussian of
+    ``sigma`` cells centred on the click (1 at the click's cell centre).
+
+    ``points``: ``B×N×3`` voxel indices (d, h, w) in a volume of ``crop`` = (D, H, W) voxels;
+    ``labels``: ``B×N`` (1 positive, 0 negative; None: all positive). A click outside the
+    volume contributes only its tail.
+    """
+    b, n = points.shape[:2]
+    if labels is None:
+        labels = torch.ones((b, n), dtype=torch.long, device=points.device)
+    scale = points.new_tensor([float(s) for s in crop]) / size  # voxels per cell, per axis
+    cells = (points.to(torch.float32) + 0.5) / scale - 0.5  # B×N×3, (d, h, w) in cells
+    axis = torch.arange(size, dtype=torch.float32, device=points.device)
+    # squared distance per axis, B×N×size; then the (H, W, D) grid by broadcasting
+    d2 = (axis[None, None, None, :] - cells[..., None]) ** 2  # B×N×3×size
+    dist = d2[:, :, 1, :, None, None] + d2[:, :, 2, None, :, None] + d2[:, :, 0, None, None, :]
+    g = torch.exp(-dist / (2 * sigma ** 2))  # B×N×H×W×D
+    pos = (labels == 1).to(g.dtype)[..., None, None, None]
+    return torch.stack([(g * pos).amax(1), (g * (1 - pos)).amax(1)], 1)

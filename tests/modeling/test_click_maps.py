@@ -1,0 +1,78 @@
+"""Click maps (:mod:`sam3d.modeling.click_maps`): the clicks as positive and negative maps at
+the decoder's resolution, through a convolution that starts at zero, so a paper checkpoint
+loaded into a model with them gives the paper's logits; with trained weights the logits
+depend on where a click lies; bad settings are refused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_checkpoint import official_from
+
+from sam3d import build_sam3d
+from sam3d.checkpoint import load_checkpoint, load_official_checkpoint, save_checkpoint
+from sam3d.config import get_config
+from sam3d.modeling.click_maps import click_maps
+from sam3d.modeling.mask_decoder import MaskDecoder3D
+
+
+def test_each_click_peaks_at_its_cell_in_its_own_channel() -> None:
+    points = torch.tensor([[[10, 20, 30], [40, 2, 61]]])  # (d, h, w) in a 64³ volume
+    maps = click_maps(points, torch.tensor([[1, 0]]), (64, 64, 64), 32)
+    assert maps.shape == (1, 2, 32, 32, 32)
+    for channel, (d, h, w) in enumerate(points[0].tolist()):
+        peak = divmod(int(maps[0, channel].argmax()), 32 * 32)
+        hw, dd = divmod(peak[1], 32)
+        assert (peak[0], hw, dd) == (h // 2, w // 2, d // 2)  # (H, W, D) layout, 2 voxels a cell
+        assert 0.9 < float(maps[0, channel].max()) <= 1.0
+    assert torch.equal(click_maps(points, None, (64, 64, 64), 32)[:, 1],
+                       torch.zeros(1, 32, 32, 32))  # no labels: every click positive
+    both = click_maps(points, torch.ones(1, 2, dtype=torch.long), (64, 64, 64), 32)[0, 0]
+    assert float(both.min()) >= 0 and torch.equal(both, torch.maximum(
+        click_maps(points[:, :1], None, (64, 64, 64), 32)[0, 0],
+        click_maps(points[:, 1:], None, (64, 64, 64), 32)[0, 0]))
+
+
+def test_a_paper_checkpoint_with_click_maps_gives_the_paper_logits(randomise, tiny_inputs,
+                                                                    tmp_path) -> None:
+    torch.manual_seed(0)
+    paper = randomise(build_sam3d("tiny")).eval()
+    ext = load_official_checkpoint(official_from(paper), "tiny_interactive",
+                                   click_maps=True).eval()
+    conv = ext.mask_decoder.click_conv
+    assert conv is not None and torch.equal(conv.weight, torch.zeros_like(conv.weight))
+    volume, points = tiny_inputs
+    ones = torch.ones(points.shape[:2], dtype=torch.long)
+    with torch.no_grad():
+        want = paper(volume, points)
+        assert torch.equal(ext(volume, points, ones), want)
+        conv.weight.normal_(0, 0.5)  # as after training: the position of a click matters
+        moved = points.clone()
+        moved[:, -1] = (moved[:, -1] + 9) % 64
+        labels = ones.clone()
+        labels[:, -1] = 0
+        one, other = ext(volume, points, labels), ext(volume, moved, labels)
+        assert (one - other).abs().max() > 1e-3
+        assert torch.equal(ext.decode(ext.encode(volume), points, labels), one)
+    path = tmp_path / "maps.pt"
+    save_checkpoint(ext, path)
+    back = load_checkpoint(path).eval()
+    assert back.config.click_maps
+    with torch.no_grad():
+        assert torch.equal(back(volume, points, labels), one)
+
+
+def test_bad_click_map_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="click_maps is part of the negative-click extension"):
+        get_config("tiny").replace(click_maps=True)
+    with pytest.raises(ValueError, match="click_maps must be true or false"):
+        get_config("tiny_interactive").replace(click_maps="yes")
+    with pytest.raises(ValueError, match="click_chans must be 0 or 2"):
+        MaskDecoder3D(32, 16, 4, click_chans=1)
+    decoder = MaskDecoder3D(32, 16, 4, click_chans=2)
+    feats = [torch.zeros(1, 32, 4, 4, 4)] * 4
+    pre = decoder.precompute(feats, torch.zeros(1, 1, 8, 8, 8), ())
+    with pytest.raises(ValueError, match="click maps go with a decoder"):
+        decoder.decode(pre, {}, 16)
+    with pytest.raises(ValueError, match="click maps go with a decoder"):
+        MaskDecoder3D(32, 16, 4).decode(pre, {}, 16, torch.zeros(1, 2, 8, 8, 8))
