@@ -61,7 +61,7 @@ def chapter_parameters(mode: str = "full", *, rehearsal: bool = False, device: s
 
 #: the rows a rehearsal trains in the chapters of Tables 2 and 3 (every row is the same
 #: full-mode code path with another variant; each variant's toy counterpart is built with the
-#: rehearsal's SAM-format weights by ``tests/rehearsal/test_shrink.py``)
+#: rehearsal's SAM-format weights by ``tests/rehearsal/test_sam_weights.py``)
 REHEARSED_ROWS = {"05_table2_peft": ("METHODS", ["Full fine-tuning", "3DSAM-adapter"]),
                   "07_feature_level": ("SETTINGS", ["1+2+3+4", "4"])}
 
