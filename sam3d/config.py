@@ -175,8 +175,8 @@ for _levels in ((3, 4), (2, 4), (1, 4), (1, 2, 3, 4)):
 # The negative-click extension (issue 13; not in the paper): the paper's model plus a learned
 # label embedding on each click token, trained with simulated interaction (TrainConfig.
 # interaction_rounds). A paper checkpoint loads into it unchanged. ``*_interactive_maps``: the
-# clicks also enter the decoder as maps (sam3d.modeling.click_maps; zero start, so a paper
-# checkpoint still loads unchanged), which makes a corrective click position-aware.
+# corrective clicks also enter the decoder as maps (sam3d.modeling.click_maps; zero start, so a
+# paper checkpoint still loads unchanged), which makes a correction position-aware.
 for _base, _what in (("tiny", "smoke"), ("vit_b", "full")):
     register(CONFIGS[_base].replace(
         name=f"{_base}_interactive", negative_clicks=True,

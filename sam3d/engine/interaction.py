@@ -69,14 +69,16 @@ def corrective_clicks(logits: torch.Tensor, label: torch.Tensor, rng: np.random.
 @torch.no_grad()
 def simulate_interaction(model: Sam3D, image: torch.Tensor, label: torch.Tensor,
                          points: torch.Tensor, labels: torch.Tensor | None, rounds: int,
-                         rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+                         rng: np.random.Generator, first_prompt: int = 0,
+                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``rounds`` corrective clicks appended to ``points`` ``B×N×3`` (and ``labels`` ``B×N``,
     None for a model without the extension): ``B×(N+rounds)×3`` and the labels. The image is
-    encoded once; each round decodes it with the clicks so far (no gradient)."""
+    encoded once; each round decodes it with the clicks so far (no gradient;
+    ``first_prompt`` as :meth:`Sam3D.decode`: the first prompt's size for click maps)."""
     negatives = bool(model.negative_clicks)
     embedding = model.encode(image)
     for _ in range(rounds):
-        logits = model.decode(embedding, points, labels)
+        logits = model.decode(embedding, points, labels, first_prompt)
         new, new_labels = corrective_clicks(logits, label, rng, negatives)
         points = torch.cat([points, new], 1)
         if labels is not None:

@@ -68,6 +68,13 @@ def batch_clicks(labels: torch.Tensor, rng: np.random.Generator, n_lesion: int,
     return torch.as_tensor(np.stack(out), dtype=torch.float32)
 
 
+def _first_prompt(model, points: torch.Tensor) -> dict:
+    """``{"first_prompt": N}`` for a model with click maps given the first prompt ``B×N×3``
+    (its clicks stay out of the maps, :meth:`Sam3D.decode`), else no argument."""
+    return {"first_prompt": int(points.shape[1])} if getattr(model, "click_maps", False) \
+        else {}
+
+
 def _dice(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Mean foreground Dice of argmax predictions (MONAI ``compute_dice``; empty/empty = 1)."""
     pred = logits.argmax(1, keepdim=True).float()
@@ -230,12 +237,15 @@ class Trainer:
                                       cfg.train_random_clicks).to(self.device)
             labels = click_labels(label, points) if model.negative_clicks \
                 else None
+            # a model with click maps keeps the first prompt out of its maps (Sam3D.decode)
+            first = _first_prompt(model, points)
             with autocast(self.device, cfg.bf16):  # the run's precision (engine/precision.py)
                 if cfg.interaction_rounds:  # simulated interaction (engine/interaction.py)
                     rounds = int(rng.integers(0, cfg.interaction_rounds + 1))
                     points, labels = simulate_interaction(model, image, label, points, labels,
-                                                          rounds, rng)
-                logits = net(image, points) if labels is None else net(image, points, labels)
+                                                          rounds, rng, **first)
+                logits = net(image, points, **first) if labels is None \
+                    else net(image, points, labels, **first)
             if ignore is not None:
                 logits = ignore_voxels(logits, ignore)
             loss = loss_fn(logits, label)
@@ -273,7 +283,7 @@ class Trainer:
                 pts = validation_clicks(label[0, 0].cpu().numpy() > 0.5, rng, cfg.val_clicks)
                 points = torch.as_tensor(pts, dtype=torch.float32)[None].to(self.device)
             with autocast(self.device, cfg.bf16):
-                logits = model(image, points)
+                logits = model(image, points, **_first_prompt(model, points))
             if ignore is not None:
                 logits = ignore_voxels(logits, ignore)
             losses.append(float(loss_fn(logits, label)))

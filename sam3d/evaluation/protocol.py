@@ -162,7 +162,8 @@ def evaluate_case(predictor: Predictor, entry: CaseEntry, settings: EvalSettings
                                       seed=settings.seed, shape=lesion.shape))
         for mode in (m for m in settings.modes if m != "auto"):
             t0 = time.time()
-            prob = predictor.probabilities(data["image"], clicks, mode)
+            # the k clicks are one first prompt (a model with click maps keeps them out of its maps)
+            prob = predictor.probabilities(data["image"], clicks, mode, first_prompt=len(clicks))
             mask = predictor.to_input_grid(data, prob)
             seconds = time.time() - t0
             d, s = score(mask)

@@ -69,13 +69,15 @@ class EmbeddingCache:
         return emb
 
     def logits(self, window: torch.Tensor, points: torch.Tensor | None,
-               labels: torch.Tensor | None = None) -> torch.Tensor:
+               labels: torch.Tensor | None = None, first_prompt: int = 0) -> torch.Tensor:
         """``model(window, points, labels)``, decoding a stored embedding when there is one
-        (``labels`` ``B×N``, None: all positive)."""
-        extra = () if labels is None else (labels,)
+        (``labels`` ``B×N``, None: all positive; ``first_prompt``: the clicks a model with
+        click maps keeps out of its maps, :meth:`Sam3D.decode`; 0 for any other model)."""
+        extra: tuple = () if labels is None else (labels,)
+        kw = {"first_prompt": first_prompt} if first_prompt else {}
         if not self.usable:
-            return self.model(window, points, *extra)
-        return self._model.decode(self.embed(window), points, *extra)
+            return self.model(window, points, *extra, **kw)
+        return self._model.decode(self.embed(window), points, *extra, **kw)
 
     def clear(self) -> None:
         self._store.clear()

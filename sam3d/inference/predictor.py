@@ -75,6 +75,7 @@ class Predictor:
         self.chain = build_transforms(spec, "test", crop=self.crop)
         self.embeddings = EmbeddingCache(self.model, cache_bytes)
         self.boxes: list[Box] = []  # the boxes of the last "roi" / "objects" prediction
+        self._first_prompt = 1  # the last prediction's first_prompt (probabilities)
 
     # --------------------------------------------------------------------------- inputs
     def load(self, image: str, label: str | None = None, target: int | None = None) -> dict:
@@ -105,9 +106,14 @@ class Predictor:
 
     @torch.no_grad()
     def probabilities(self, image: torch.Tensor, clicks: np.ndarray, mode: str = "roi",
-                      labels: object = None) -> torch.Tensor:
+                      labels: object = None, first_prompt: int = 1) -> torch.Tensor:
         """Lesion probability ``D×H×W`` on the model grid for model-grid clicks ``k×3`` with
         ``labels`` ``(k,)`` (1 = positive, 0 = negative; None = all positive).
+
+        ``first_prompt``: for a model with click maps, how many of each box's first clicks are
+        its prompt (tokens only); the later ones are corrections and also enter as maps
+        (:meth:`Sam3D.decode`). 1: an object's first click prompts it, every later click
+        corrects it (the viewer, refinement); the paper's k clicks at once pass k.
 
         The boundary of every click-prompted prediction: the image must be ``C×D×H×W`` and
         finite, the clicks integer voxel indices inside it (:func:`~sam3d.data.clicks.
@@ -120,6 +126,10 @@ class Predictor:
                              f"{tuple(volume.shape)}")
         if not torch.isfinite(volume).all():
             raise ValueError("image contains NaN or Inf values")
+        if isinstance(first_prompt, bool) or not isinstance(first_prompt, int) \
+                or first_prompt < 1:
+            raise ValueError(f"first_prompt must be an integer ≥ 1, got {first_prompt!r}")
+        self._first_prompt = first_prompt
         shape = tuple(volume.shape[1:])
         clicks = check_clicks(np.zeros((0, 3), np.int64) if clicks is None else clicks, shape)
         positive = self.check_labels(labels, len(clicks)) if mode != "auto" else None
@@ -150,6 +160,10 @@ class Predictor:
             return None
         return torch.as_tensor(positive, dtype=torch.long)[None].to(self.device)
 
+    def _first(self, n: int) -> int:
+        """The first prompt's size among ``n`` clicks for the model (0: no click maps)."""
+        return min(self._first_prompt, n) if getattr(self.model, "click_maps", False) else 0
+
     def _box_probability(self, volume: torch.Tensor, clicks: np.ndarray, box: Box,
                          positive: np.ndarray) -> torch.Tensor:
         """Lesion probability ``c×c×c`` of ``box`` prompted with its ``clicks`` (volume grid)
@@ -157,7 +171,8 @@ class Predictor:
         patch = crop_roi(volume, box)[None].to(self.device)
         rel = clicks_in_roi(clicks, box)
         pts = torch.as_tensor(rel, dtype=torch.float32)[None].to(self.device)
-        logits = self.embeddings.logits(patch, pts, self._labels(positive))
+        logits = self.embeddings.logits(patch, pts, self._labels(positive),
+                                        self._first(len(rel)))
         return torch.softmax(logits, 1)[0, 1].cpu()
 
     def _objects(self, volume: torch.Tensor, clicks: np.ndarray,
@@ -220,7 +235,8 @@ class Predictor:
                 if (inside & pos).any():
                     logits = self.embeddings.logits(window[b:b + 1],
                                                     rel[inside][None].to(window.device),
-                                                    self._labels(pos[inside].numpy()))
+                                                    self._labels(pos[inside].numpy()),
+                                                    self._first(int(inside.sum())))
                     out[b, 0] = torch.softmax(logits, 1)[0, 1]
                     out[b, 1] = 1.0
             return out

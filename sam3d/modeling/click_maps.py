@@ -7,7 +7,11 @@ few voxels anywhere. Interactive tools of the nnInteractive / RITM family give t
 clicks as maps. Here the two maps (positive, negative) enter the decoder's first classifier
 convolution beside the raw-image skip, at its resolution (2 voxels per cell), through weights
 that start at zero (:class:`~sam3d.modeling.mask_decoder.MaskDecoder3D`, ``click_chans``), so a
-paper checkpoint loaded into a model with click maps gives the paper's logits.
+paper checkpoint loaded into a model with click maps gives the paper's logits. The maps carry
+the corrective clicks only: the first prompt enters as tokens (``first_prompt`` of
+:meth:`~sam3d.modeling.sam3d.Sam3D.decode`), so a model trained on the official 10 + 20 first
+prompt still knows what to do with one click (measured in smoke: 86.8 % first-click Dice against
+78.1 % with the first prompt in the maps; README).
 """
 
 from __future__ import annotations
@@ -28,9 +32,11 @@ def click_maps(points: torch.Tensor, labels: torch.Tensor | None, crop: Sequence
 
     ``points``: ``B×N×3`` voxel indices (d, h, w) in a volume of ``crop`` = (D, H, W) voxels;
     ``labels``: ``B×N`` (1 positive, 0 negative; None: all positive). A click outside the
-    volume contributes only its tail.
+    volume contributes only its tail. No click (N = 0) gives empty maps.
     """
     b, n = points.shape[:2]
+    if n == 0:  # no click for the maps (a first prompt alone): empty maps
+        return points.new_zeros((b, 2, size, size, size), dtype=torch.float32)
     if labels is None:
         labels = torch.ones((b, n), dtype=torch.long, device=points.device)
     scale = points.new_tensor([float(s) for s in crop]) / size  # voxels per cell, per axis

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .click_maps import click_maps
+from .click_maps import click_maps as make_click_maps
 from .image_encoder import ImageEncoder3D
 from .mask_decoder import MaskDecoder3D
 from .prompt_encoder import PromptEncoder3D
@@ -60,7 +60,8 @@ class Sam3D(nn.Module):
     model), labels ``B×N`` (1 = positive, 0 = negative; only for a model with the extension,
     None = all positive; every row needs a positive click). Returns logits ``B×2×D×H×W``. It
     is ``decode(encode(volume), points, labels)``: embed a volume once, then prompt it many
-    times (interactive use, refinement). The model checks shapes, never values (no host
+    times (interactive use, refinement); ``first_prompt`` (a model with click maps): see
+    :meth:`decode`. The model checks shapes, never values (no host
     synchronisation): a finite volume and clicks and labels that make sense are the caller's
     — :class:`sam3d.inference.predictor.Predictor` and the loaders check them.
     """
@@ -105,6 +106,11 @@ class Sam3D(nn.Module):
     @property
     def negative_clicks(self) -> bool:
         return any(p.label_embed is not None for p in self.prompt_encoders.values())
+
+    @property
+    def click_maps(self) -> bool:
+        """Whether the decoder also takes the clicks as maps (``Sam3DConfig.click_maps``)."""
+        return getattr(self.mask_decoder, "click_conv", None) is not None
 
     @property
     def crop(self) -> int:
@@ -169,8 +175,8 @@ class Sam3D(nn.Module):
                              f"dtype {labels.dtype}")
 
     def forward(self, volume: torch.Tensor, points: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.decode(self.encode(volume), points, labels)
+                labels: torch.Tensor | None = None, first_prompt: int = 0) -> torch.Tensor:
+        return self.decode(self.encode(volume), points, labels, first_prompt)
 
     def encode(self, volume: torch.Tensor) -> Embedding:
         """Everything that does not depend on the prompt, for ``volume`` ``B×C×D×H×W``: the
@@ -187,10 +193,15 @@ class Sam3D(nn.Module):
                          volume.device)
 
     def decode(self, embedding: Embedding, points: torch.Tensor | None = None,
-               labels: torch.Tensor | None = None) -> torch.Tensor:
+               labels: torch.Tensor | None = None, first_prompt: int = 0) -> torch.Tensor:
         """Logits ``B×2×D×H×W`` from :meth:`encode`'s ``embedding``, ``points`` ``B×N×3``
         (d, h, w) voxel indices and ``labels`` ``B×N`` (as :meth:`forward`; both ignored by a
-        prompt-free model); ``decode(encode(v), p, l) == forward(v, p, l)``."""
+        prompt-free model); ``decode(encode(v), p, l) == forward(v, p, l)``.
+
+        ``first_prompt``: how many leading clicks form the first prompt of a model with click
+        maps. They enter as tokens only and the maps carry the clicks after them (the
+        corrections), so a model trained on the official 10 + 20 first prompt keeps its first
+        click when it is given one; 0 puts every click in the maps. Ignored without maps."""
         if not isinstance(embedding, Embedding):
             raise TypeError("embedding must come from Sam3D.encode, got "
                             f"{type(embedding).__name__}")
@@ -205,11 +216,16 @@ class Sam3D(nn.Module):
             for key, prompt_encoder in self.prompt_encoders.items():
                 level = int(key) - 1
                 levels[level] = prompt_encoder(embedding.levels[level], grid_points, labels)
-        if getattr(self.mask_decoder, "click_conv", None) is None:
+        if not self.click_maps:
             logits = self.mask_decoder.decode(embedding.decoder, levels, self.crop)
         else:  # the click-map extension (Sam3DConfig.click_maps)
             assert points is not None
-            maps = click_maps(points, labels, embedding.shape[2:],
+            if isinstance(first_prompt, bool) or not isinstance(first_prompt, int) \
+                    or not 0 <= first_prompt <= points.shape[1]:
+                raise ValueError(f"first_prompt must be an integer in 0..{points.shape[1]} "
+                                 f"(the clicks given), got {first_prompt!r}")
+            later = None if labels is None else labels[:, first_prompt:]
+            maps = make_click_maps(points[:, first_prompt:], later, embedding.shape[2:],
                               embedding.decoder["fixed"].shape[-1])
             logits = self.mask_decoder.decode(embedding.decoder, levels, self.crop, maps)
         return logits.float().permute(0, 1, 4, 2, 3)  # float32 under any caller's autocast

@@ -152,3 +152,38 @@ def test_negative_click_error_subprocess(files, tmp_path) -> None:
     assert len(lines) == 1 and lines[0].startswith("sam3d predict: error: "), proc.stderr
     assert "negative_clicks=False" in lines[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_click_map_model_gets_each_box_first_click_as_its_prompt() -> None:
+    """The Predictor tells a model with click maps how many clicks form the first prompt:
+    1 by default (the viewer and refinement: later clicks are corrections), k when the
+    protocol gives the paper's k clicks at once; a model without maps is not told."""
+    from sam3d.data.specs import get_spec
+    from sam3d.inference.predictor import Predictor
+
+    torch.manual_seed(0)
+    model = build_sam3d("tiny_interactive_maps").eval()
+    seen: list[int] = []
+    decode = model.decode
+
+    def spy(emb, points, labels=None, first_prompt=0):
+        seen.append(first_prompt)
+        return decode(emb, points, labels, first_prompt)
+
+    model.decode = spy  # type: ignore[method-assign]
+    spec = get_spec("custom", target=1, window=(-1000.0, 1000.0), mean=0.0, std=1.0)
+    predictor = Predictor(model, spec)
+    image = torch.zeros(1, 64, 64, 64)
+    clicks = np.array([[30, 30, 30], [34, 30, 30], [30, 36, 30]])
+    predictor.probabilities(image, clicks, "roi", [1, 0, 1])
+    predictor.probabilities(image, clicks, "roi", [1, 0, 1], first_prompt=3)
+    predictor.probabilities(image, clicks, "roi", [1, 0, 1], first_prompt=9)  # capped at 3
+    assert seen == [1, 3, 3]
+    with pytest.raises(ValueError, match="first_prompt must be an integer ≥ 1"):
+        predictor.probabilities(image, clicks, "roi", [1, 0, 1], first_prompt=0)
+    plain = build_sam3d("tiny_interactive").eval()
+    plain_seen: list[dict] = []
+    plain_decode = plain.decode
+    plain.decode = lambda *a, **kw: plain_seen.append(kw) or plain_decode(*a, **kw)  # type: ignore
+    Predictor(plain, spec).probabilities(image, clicks, "roi", [1, 0, 1], first_prompt=3)
+    assert plain_seen == [{}]

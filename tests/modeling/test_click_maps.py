@@ -76,3 +76,32 @@ def test_bad_click_map_settings_are_refused() -> None:
         decoder.decode(pre, {}, 16)
     with pytest.raises(ValueError, match="click maps go with a decoder"):
         MaskDecoder3D(32, 16, 4).decode(pre, {}, 16, torch.zeros(1, 2, 8, 8, 8))
+
+
+def test_the_first_prompt_stays_out_of_the_maps(randomise, tiny_inputs) -> None:
+    """``first_prompt`` = N: the first N clicks enter as tokens only (the logits of the same
+    model with an untrained click convolution); the maps carry the later clicks."""
+    torch.manual_seed(0)
+    ext = randomise(build_sam3d("tiny_interactive_maps")).eval()
+    volume, points = tiny_inputs
+    labels = torch.tensor([[1, 1, 0], [1, 0, 1]])
+    assert ext.click_maps and not build_sam3d("tiny_interactive").click_maps
+    assert torch.equal(click_maps(points[:, :0], None, (64, 64, 64), 32),
+                       torch.zeros(2, 2, 32, 32, 32))  # no click: empty maps
+    conv = ext.mask_decoder.click_conv
+    assert conv is not None
+    with torch.no_grad():
+        emb = ext.encode(volume)
+        conv.weight.normal_(0, 0.5)
+        trained = {n: ext.decode(emb, points, labels, n) for n in (0, 2, 3)}
+        saved = conv.weight.clone()
+        conv.weight.zero_()
+        tokens_only = ext.decode(emb, points, labels)
+        conv.weight.copy_(saved)
+        assert torch.equal(trained[3], tokens_only)  # the whole prompt is the first prompt
+        assert (trained[2] - tokens_only).abs().max() > 1e-3  # the last click is a map
+        assert (trained[0] - trained[2]).abs().max() > 1e-3
+        assert torch.equal(ext(volume, points, labels, 2), trained[2])
+        for bad in (-1, 4, True, 1.5):
+            with pytest.raises(ValueError, match="first_prompt must be an integer in 0..3"):
+                ext.decode(emb, points, labels, bad)
