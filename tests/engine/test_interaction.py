@@ -94,19 +94,21 @@ def test_interaction_rounds_need_a_promptable_sam3d_variant() -> None:
 @pytest.mark.warms_cache
 def test_book_interactive_trains_the_extension_with_simulated_interaction() -> None:
     """The book's smoke extension model (trained once into outputs/runs, ≈ 2–4 min, which the
-    clicks chapter and the browser test then reuse): the extension, trained with corrective
-    rounds, learns the phantoms and moves its label embedding off its initialisation."""
+    clicks chapter then reuses): the extension, trained with corrective
+    rounds, learns the phantoms and moves its label embedding and click-map convolution off
+    their zero start."""
     from sam3d.checkpoint import load_checkpoint
     from sam3d.engine.loop import read_metrics
     from sam3d.experiments.training import smoke_model
 
     run = smoke_model("book_interactive")
     cfg = run["config"]
-    assert cfg.variant == "tiny_interactive" and cfg.interaction_rounds == 3
+    assert cfg.variant == "tiny_interactive_maps" and cfg.interaction_rounds == 3
     model = load_checkpoint(run["checkpoint"])
-    assert model.negative_clicks
+    assert model.negative_clicks and model.click_maps
     table = model.prompt_encoders["4"].label_embed.weight.detach()
     assert table[1].abs().max() > 1e-4  # the positive row, zero at the start, was trained
+    assert model.mask_decoder.click_conv.weight.abs().max() > 1e-4  # so was the maps' conv
     history = read_metrics(run["run_dir"] / "metrics.csv")
     assert len(history) == cfg.epochs and max(h["val_dice"] for h in history) > 0.8
     print(f"\nbook_interactive: {run['seconds']:.0f} s (trained now: {run['trained_now']}), "
