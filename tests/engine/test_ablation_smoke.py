@@ -29,6 +29,9 @@ ABLATIONS = sorted(name for name in CONFIGS if name.startswith("tiny_"))
 NO_GRADIENT = {
     # Med-Tuning's inter-stage link of the first stage multiplies the all-zero initial state
     "tiny_auto_medtuning": {"image_encoder.peft.0.link.weight"},
+    # the click maps carry only corrective clicks (Sam3D.decode's first_prompt); this epoch has
+    # no interaction rounds, so its maps are empty and their convolution gets no gradient
+    "tiny_interactive_maps": {"mask_decoder.click_conv.weight"},
 }
 
 
