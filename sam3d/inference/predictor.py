@@ -50,6 +50,7 @@ from monai.transforms import Invertd
 from ..data.clicks import check_clicks, check_label_rows
 from ..data.specs import DatasetSpec
 from ..data.transforms import build_transforms
+from ..modeling.common import check_positive
 from .embeddings import DEFAULT_BUDGET, EmbeddingCache
 from .roi import Box, clicks_in_roi, crop_roi, paste_roi, roi_box
 
@@ -75,7 +76,6 @@ class Predictor:
         self.chain = build_transforms(spec, "test", crop=self.crop)
         self.embeddings = EmbeddingCache(self.model, cache_bytes)
         self.boxes: list[Box] = []  # the boxes of the last "roi" / "objects" prediction
-        self._first_prompt = 1  # the last prediction's first_prompt (probabilities)
 
     # --------------------------------------------------------------------------- inputs
     def load(self, image: str, label: str | None = None, target: int | None = None) -> dict:
@@ -126,10 +126,8 @@ class Predictor:
                              f"{tuple(volume.shape)}")
         if not torch.isfinite(volume).all():
             raise ValueError("image contains NaN or Inf values")
-        if isinstance(first_prompt, bool) or not isinstance(first_prompt, int) \
-                or first_prompt < 1:
-            raise ValueError(f"first_prompt must be an integer ≥ 1, got {first_prompt!r}")
-        self._first_prompt = first_prompt
+        check_positive(first_prompt=first_prompt)
+        first = first_prompt if getattr(self.model, "click_maps", False) else 0  # 0: no maps
         shape = tuple(volume.shape[1:])
         clicks = check_clicks(np.zeros((0, 3), np.int64) if clicks is None else clicks, shape)
         positive = self.check_labels(labels, len(clicks)) if mode != "auto" else None
@@ -143,16 +141,16 @@ class Predictor:
             self.clicks_used = int(inside.sum())
             self.boxes = [box]
             return paste_roi(self._box_probability(volume, clicks[inside], box,
-                                                   positive[inside]), box, shape)
+                                                   positive[inside], first), box, shape)
         self.clicks_used = len(clicks)
         if mode == "objects":
             assert positive is not None
-            return self._objects(volume, clicks, positive)
+            return self._objects(volume, clicks, positive, first)
         self.boxes = []
         if mode == "auto":
             return self._automatic(volume)
         assert positive is not None
-        return self._sliding(volume, clicks, positive)
+        return self._sliding(volume, clicks, positive, first)
 
     def _labels(self, positive: np.ndarray) -> torch.Tensor | None:
         """``1×k`` labels for the model, None when all are positive (the paper's prompt)."""
@@ -160,23 +158,20 @@ class Predictor:
             return None
         return torch.as_tensor(positive, dtype=torch.long)[None].to(self.device)
 
-    def _first(self, n: int) -> int:
-        """The first prompt's size among ``n`` clicks for the model (0: no click maps)."""
-        return min(self._first_prompt, n) if getattr(self.model, "click_maps", False) else 0
-
     def _box_probability(self, volume: torch.Tensor, clicks: np.ndarray, box: Box,
-                         positive: np.ndarray) -> torch.Tensor:
+                         positive: np.ndarray, first: int) -> torch.Tensor:
         """Lesion probability ``c×c×c`` of ``box`` prompted with its ``clicks`` (volume grid)
-        labelled ``positive`` ``(k,)``."""
+        labelled ``positive`` ``(k,)``; ``first``: the first prompt's size for a model with
+        click maps (capped at the clicks; 0 without maps)."""
         patch = crop_roi(volume, box)[None].to(self.device)
         rel = clicks_in_roi(clicks, box)
         pts = torch.as_tensor(rel, dtype=torch.float32)[None].to(self.device)
         logits = self.embeddings.logits(patch, pts, self._labels(positive),
-                                        self._first(len(rel)))
+                                        min(first, len(rel)))
         return torch.softmax(logits, 1)[0, 1].cpu()
 
     def _objects(self, volume: torch.Tensor, clicks: np.ndarray,
-                 positive: np.ndarray) -> torch.Tensor:
+                 positive: np.ndarray, first: int) -> torch.Tensor:
         """One box per object: fixed by its first click, joined by later clicks inside it (a
         negative click joins every box that holds it)."""
         shape = tuple(volume.shape[1:])
@@ -199,7 +194,7 @@ class Predictor:
         out = torch.zeros(shape)
         for box, members in groups:
             prob = paste_roi(self._box_probability(volume, clicks[members], box,
-                                                   positive[members]), box, shape)
+                                                   positive[members], first), box, shape)
             out = torch.maximum(out, prob)
         self.boxes = [box for box, _ in groups]
         return out
@@ -218,7 +213,7 @@ class Predictor:
         return cast(torch.Tensor, prob)[0, 1].cpu()
 
     def _sliding(self, volume: torch.Tensor, clicks: np.ndarray,
-                 positive: np.ndarray) -> torch.Tensor:
+                 positive: np.ndarray, first: int) -> torch.Tensor:
         """Blend only the windows that hold a positive click: each window returns (p·v, v)
         with v = 1 when prompted, 0 otherwise; the blended ratio is the prompted windows'
         average."""
@@ -236,7 +231,7 @@ class Predictor:
                     logits = self.embeddings.logits(window[b:b + 1],
                                                     rel[inside][None].to(window.device),
                                                     self._labels(pos[inside].numpy()),
-                                                    self._first(int(inside.sum())))
+                                                    min(first, int(inside.sum())))
                     out[b, 0] = torch.softmax(logits, 1)[0, 1]
                     out[b, 1] = 1.0
             return out

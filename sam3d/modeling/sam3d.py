@@ -110,6 +110,7 @@ class Sam3D(nn.Module):
     @property
     def click_maps(self) -> bool:
         """Whether the decoder also takes the clicks as maps (``Sam3DConfig.click_maps``)."""
+        # getattr: the literal decoder (modeling/literal.py) stands in without click_conv
         return getattr(self.mask_decoder, "click_conv", None) is not None
 
     @property
@@ -226,7 +227,7 @@ class Sam3D(nn.Module):
                                  f"(the clicks given), got {first_prompt!r}")
             later = None if labels is None else labels[:, first_prompt:]
             maps = make_click_maps(points[:, first_prompt:], later, embedding.shape[2:],
-                              embedding.decoder["fixed"].shape[-1])
+                                   embedding.decoder["fixed"].shape[-1])
             logits = self.mask_decoder.decode(embedding.decoder, levels, self.crop, maps)
         return logits.float().permute(0, 1, 4, 2, 3)  # float32 under any caller's autocast
 

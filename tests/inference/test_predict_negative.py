@@ -179,7 +179,7 @@ def test_a_click_map_model_gets_each_box_first_click_as_its_prompt() -> None:
     predictor.probabilities(image, clicks, "roi", [1, 0, 1], first_prompt=3)
     predictor.probabilities(image, clicks, "roi", [1, 0, 1], first_prompt=9)  # capped at 3
     assert seen == [1, 3, 3]
-    with pytest.raises(ValueError, match="first_prompt must be an integer ≥ 1"):
+    with pytest.raises(ValueError, match="first_prompt must be a positive integer"):
         predictor.probabilities(image, clicks, "roi", [1, 0, 1], first_prompt=0)
     plain = build_sam3d("tiny_interactive").eval()
     plain_seen: list[dict] = []
