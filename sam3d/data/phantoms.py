@@ -368,12 +368,16 @@ def case_seed(seed: int, index: int) -> int:
 
 
 def write_phantom_dataset(root: str | Path, n_cases: int, seed: int = 0,
-                          spec: PhantomSpec = PhantomSpec(), prefix: str = "phantom") -> Path:
+                          spec: PhantomSpec = PhantomSpec(), prefix: str = "phantom",
+                          replace: bool = True) -> Path:
     """Write ``n_cases`` phantoms to ``root`` in the common layout; returns ``root``.
 
     Case ``i`` is ``<prefix>_<i:03d>``, drawn with :func:`case_seed` ``(seed, i)``; images are
     int16 HU, labels uint8, both with the phantom's affine. Nothing is written when ``root``
     already holds an index with the same generator parameters and all its files.
+    ``replace=False`` (the Trainer's): raise :class:`FileExistsError` instead of writing over
+    a dataset of other parameters, or over any other dataset (an older generator version of
+    the same parameters is still replaced).
     """
     if not _is_int(n_cases) or n_cases < 1:
         raise ValueError(f"n_cases must be a positive integer, got {n_cases!r}")
@@ -396,6 +400,8 @@ def write_phantom_dataset(root: str | Path, n_cases: int, seed: int = 0,
                    + json.dumps(params, sort_keys=True))
     if layout.up_to_date(root, description, ids):
         return root
+    if not replace and (held := _other_dataset(root, params)):
+        raise FileExistsError(f"{root} holds another dataset ({held}); it is not written over")
     cases = {}
     for i, case_id in enumerate(ids):
         ph = make_phantom(spec, case_seed(seed, i))
@@ -409,3 +415,23 @@ def write_phantom_dataset(root: str | Path, n_cases: int, seed: int = 0,
     layout.write_index(root, name="phantoms", labels=LABELS, target=TARGET, cases=cases,
                        source="sam3d.data.phantoms (synthetic)", description=description)
     return root
+
+
+def _other_dataset(root: Path, params: dict) -> str | None:
+    """What ``root`` holds if it is a dataset other than the phantoms of ``params`` (any
+    generator version), else None (nothing there, or those phantoms, perhaps incomplete)."""
+    path = root / "dataset.json"
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        held = json.loads(str(doc["description"]).split("Generator parameters: ", 1)[1])
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return "a dataset.json not written by this generator"
+    if not isinstance(held, dict):
+        return "a dataset.json not written by this generator"
+    if {k: v for k, v in held.items() if k != "version"} == {
+            k: v for k, v in params.items() if k != "version"}:
+        return None
+    diff = {k: held.get(k) for k in params if k != "version" and held.get(k) != params[k]}
+    return "phantoms of other parameters: " + json.dumps(diff, sort_keys=True)

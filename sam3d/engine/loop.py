@@ -103,7 +103,12 @@ class Trainer:
         cfg = self.cfg
         if cfg.phantoms and self.dist.is_main:
             spec = PhantomSpec(shape=cfg.phantom_shape, difficulty=cfg.phantom_difficulty)
-            write_phantom_dataset(cfg.data_dir, cfg.phantoms, seed=cfg.seed, spec=spec)
+            try:  # the phantoms are drawn with the run's seed: never over another run's data
+                write_phantom_dataset(cfg.data_dir, cfg.phantoms, seed=cfg.seed, spec=spec,
+                                      replace=False)
+            except FileExistsError as exc:
+                raise TrainError(f"{exc}: give this run a data_dir of its own (--set "
+                                 f"data_dir={cfg.data_dir.rstrip('/')}-seed{cfg.seed})") from None
         self.dist.barrier()
         index = read_index(cfg.data_dir)
         split = SplitRef.of(cfg.as_dict()).resolve(cfg.dataset, index.case_ids())

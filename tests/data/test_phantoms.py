@@ -216,3 +216,31 @@ def test_write_phantom_dataset(tmp_path):
     index = layout.read_index(root)
     assert index.case_ids() == ["ph_000", "ph_001", "ph_002"]
     assert '"seed": 4' in index.description
+
+
+def test_without_replace_another_dataset_is_never_written_over(tmp_path, monkeypatch):
+    from sam3d.data import phantoms as P
+
+    spec = PhantomSpec(shape=(32, 32, 24))
+    root = write_phantom_dataset(tmp_path / "ph", 2, seed=0, spec=spec)
+    stamps = {f: f.stat().st_mtime_ns for f in root.rglob("*") if f.is_file()}
+    assert write_phantom_dataset(root, 2, seed=0, spec=spec, replace=False) == root  # the same
+    with pytest.raises(FileExistsError, match=r'other parameters: \{"seed": 0\}.*not written'):
+        write_phantom_dataset(root, 2, seed=1, spec=spec, replace=False)
+    with pytest.raises(FileExistsError, match=r'"n_cases": 2'):
+        write_phantom_dataset(root, 3, seed=0, spec=spec, replace=False)
+    assert {f: f.stat().st_mtime_ns for f in root.rglob("*") if f.is_file()} == stamps
+    # an incomplete folder of the same phantoms is completed, an older version replaced
+    (root / "phantom_001" / "label.nii.gz").unlink()
+    write_phantom_dataset(root, 2, seed=0, spec=spec, replace=False)
+    assert (root / "phantom_001" / "label.nii.gz").is_file()
+    monkeypatch.setattr(P, "GENERATOR_VERSION", P.GENERATOR_VERSION + 1)
+    write_phantom_dataset(root, 2, seed=0, spec=spec, replace=False)
+    assert f'"version": {P.GENERATOR_VERSION}' in layout.read_index(root).description
+    # a dataset of another kind (a prepared benchmark, say) is never written over
+    other = tmp_path / "kits"
+    other.mkdir()
+    (other / "dataset.json").write_text(json.dumps({"name": "kits", "description": "KiTS"}))
+    with pytest.raises(FileExistsError, match="not written by this generator"):
+        write_phantom_dataset(other, 2, seed=0, spec=spec, replace=False)
+    assert sorted(p.name for p in other.iterdir()) == ["dataset.json"]

@@ -53,7 +53,7 @@ def test_trains_once_then_returns_the_same_checkpoint(smoke_cfg, tmp_path) -> No
     stamp = ckpt.stat().st_mtime_ns
     assert trained_checkpoint(smoke_cfg, root=root) == ckpt  # cached: not trained again
     assert ckpt.stat().st_mtime_ns == stamp
-    other = trained_checkpoint(smoke_cfg, {"seed": 1}, root=root)  # a new setting: a new folder
+    other = trained_checkpoint(smoke_cfg, {"lr": 2e-3}, root=root)  # a new setting: a new folder
     assert other.parent != ckpt.parent and ckpt.stat().st_mtime_ns == stamp
 
 

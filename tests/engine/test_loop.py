@@ -73,6 +73,20 @@ def test_one_smoke_epoch_writes_every_output(smoke_cfg) -> None:
     assert (out / "last.pt").stat().st_mtime_ns == before
 
 
+def test_a_run_never_writes_its_phantoms_over_another_runs(smoke_cfg, tmp_path) -> None:
+    """The phantoms are drawn with the run's seed: another seed on the same data_dir would
+    replace the data an earlier run (and its cached evaluations) used, so it is refused."""
+    Trainer(smoke_cfg).run()
+    data = Path(smoke_cfg.data_dir)
+    before = {f: f.stat().st_mtime_ns for f in data.rglob("*") if f.is_file()}
+    other = smoke_cfg.replace(seed=1, out_dir=str(tmp_path / "seed1"))
+    with pytest.raises(TrainError, match=r"holds another dataset \(phantoms of other "
+                       r"parameters: \{\"seed\": 0\}\).*data_dir=.*phantoms-seed1"):
+        Trainer(other).run()
+    assert {f: f.stat().st_mtime_ns for f in data.rglob("*") if f.is_file()} == before
+    assert not (tmp_path / "seed1" / "last.pt").exists()
+
+
 @pytest.mark.parametrize("target", ["clicked_lesion", "clicked_lesion_ignore"])
 def test_a_clicked_lesion_run_trains_and_validates_on_the_clicked_lesion(smoke_cfg, monkeypatch,
                                                                          target) -> None:
