@@ -18,6 +18,7 @@ from typing import Any
 
 from ..utils.files import atomic_write_text
 from .config import TrainConfig, load_config
+from .warm_start import init_identity
 
 DONE = "done.json"
 # settings that do not change what is learned
@@ -25,13 +26,16 @@ _PRESENTATION = ("out_dir", "progress", "tensorboard", "name")
 # settings added after runs were cached: left out of the key while at their default, so the
 # folders of earlier runs keep their keys
 _LATER = {"model": "sam3d", "crop": None, "rehearsal": False, "preprocessing": "sam3d",
-          "interaction_rounds": 0, "train_target": "crop"}
+          "interaction_rounds": 0, "train_target": "crop", "init_from": None}
 
 
 def config_key(cfg: TrainConfig) -> str:
-    """A 10-hex-digit key of everything in ``cfg`` that affects the trained weights."""
+    """A 10-hex-digit key of everything in ``cfg`` that affects the trained weights (with
+    ``init_from``: the key of the run it starts from, or the file's SHA-256)."""
     doc = {k: v for k, v in cfg.as_dict().items() if k not in _PRESENTATION
            and not (k in _LATER and v == _LATER[k])}
+    if cfg.init_from:  # the starting weights' identity, not their name
+        doc["init_from"] = init_identity(cfg, config_key)
     blob = json.dumps(doc, sort_keys=True, default=list).encode()
     return hashlib.sha256(blob).hexdigest()[:10]
 

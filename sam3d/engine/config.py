@@ -49,7 +49,10 @@ class TrainConfig:
     trained with the same data pipeline, loss and optimiser, one parameter group; ``variant``,
     ``sam_checkpoint`` and ``tuning`` are then unused), ``crop`` (a baseline's cubic crop edge;
     None: its default ``cube``; must stay None for sam3d, whose variant fixes the crop),
-    ``variant``, ``sam_checkpoint``, ``tuning`` (None: the variant's policy).
+    ``variant``, ``sam_checkpoint``, ``tuning`` (None: the variant's policy), ``init_from``
+    (None: the variant's initialisation; a shipped configuration's name: its cached run,
+    trained first if need be; a checkpoint file: ours or the authors'. A warm start, not a
+    resume: the optimiser and schedule start afresh; :mod:`sam3d.engine.warm_start`).
     Recipe: ``epochs``, ``batch_size``, ``lr`` (every group), ``lr_end_factor`` (linear decay
     over the run, stepped per epoch), ``weight_decay``, ``grad_clip`` (max-norm per group),
     ``lambda_dice``/``lambda_ce``, training clicks ``train_lesion_clicks`` +
@@ -86,6 +89,7 @@ class TrainConfig:
     variant: str = "vit_b"
     sam_checkpoint: str | None = None
     tuning: str | None = None
+    init_from: str | None = None
     epochs: int = 500
     batch_size: int = 1
     lr: float = 4e-4
@@ -139,6 +143,12 @@ class TrainConfig:
                     BASELINES[self.model].check_size((self.crop,) * 3)
                 except ValueError as exc:
                     raise ConfigError(str(exc)) from None
+        need(self.init_from is None or (isinstance(self.init_from, str) and self.init_from
+                                        and self.model == "sam3d"),
+             f"init_from must be a configuration name or a checkpoint path for the sam3d "
+             f"model, got {self.init_from!r}" + (f" with model {self.model}"
+                                                  if self.model != "sam3d" else ""))
+        need(self.init_from != self.name, f"init_from names this run itself ({self.name})")
         need(self.tuning is None or self.tuning in TUNING_POLICIES,
              f"tuning {self.tuning!r} unknown; known: {sorted(TUNING_POLICIES)}")
         for key in ("epochs", "batch_size", "val_every", "val_clicks"):

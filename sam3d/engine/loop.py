@@ -34,13 +34,14 @@ from ..data.pipeline import build_dataset, spec_with_statistics
 from ..data.specs import get_spec
 from ..data.splits import SplitRef
 from ..utils.files import atomic_write, atomic_write_text
-from .config import TrainConfig
+from .config import TrainConfig, load_config
 from .distributed import DistContext, setup_distributed
 from .interaction import click_labels, simulate_interaction
 from .optim import build_optimizer, clip_per_group
 from .precision import autocast
 from .state import load_training_state, save_training_state
 from .targets import ignore_voxels, instance_targets
+from .warm_start import init_chain, warm_start
 
 METRICS = ("epoch", "train_loss", "train_dice", "val_loss", "val_dice", "lr", "seconds")
 
@@ -138,6 +139,25 @@ class Trainer:
         model.grad_checkpointing = cfg.grad_checkpointing
         return model.to(self.device)
 
+    def _init_checkpoint(self) -> Path:
+        """The checkpoint ``init_from`` names: a file, or a shipped configuration's cached run
+        beside this run's folder (trained now if need be, in a single process)."""
+        from .cached import DONE, run_dir, trained_checkpoint
+
+        name = self.cfg.init_from
+        assert name is not None
+        if not init_chain(self.cfg):
+            path = Path(name)
+            if not path.is_file():
+                raise TrainError(f"init_from {name!r} is neither a shipped training "
+                                 "configuration nor a checkpoint file")
+            return path
+        root = self.out.parent
+        if self.dist.world > 1 and not (run_dir(load_config(name), root) / DONE).is_file():
+            raise TrainError(f"init_from {name!r}: train it first (sam3d train --config "
+                             f"{name}); a distributed run does not train its starting point")
+        return trained_checkpoint(name, root=root)
+
     def _loader(self, dataset, epoch: int) -> DataLoader:
         cfg = self.cfg
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
@@ -166,9 +186,15 @@ class Trainer:
         if self.dist.is_main:
             self._check_output()
             self.out.mkdir(parents=True, exist_ok=True)
-        set_determinism(seed=cfg.seed)
+        resuming = self.resume and (self.out / "last.pt").exists()
+        init = self._init_checkpoint() if cfg.init_from and not resuming else None
+        set_determinism(seed=cfg.seed)  # after the init run, which may have trained just now
         torch.manual_seed(cfg.seed)
         model = self._model()
+        if init is not None:
+            kept = warm_start(model, init, cfg.sam_checkpoint)
+            self.dist.log(f"warm start from {init}" + (f" (the extension's {kept} keep their "
+                                                       "start)" if kept else ""))
         train_ds, val_ds = self._data(model.crop)
         optimizer, scheduler = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.epochs,
                                                cfg.lr_end_factor)

@@ -22,13 +22,14 @@ def test_key_ignores_where_and_how_a_run_reports_but_not_what_it_learns(smoke_cf
 
 def test_key_of_a_sam3d_run_is_that_of_before_the_model_setting(smoke_cfg) -> None:
     """``model``/``crop`` (added for the supervised baselines), ``rehearsal`` (the full-mode
-    rehearsal) and ``preprocessing`` leave the keys of existing sam3d runs as they were; a
-    baseline run, a rehearsal run and an official-layout run get their own keys."""
+    rehearsal), ``preprocessing``, ``interaction_rounds``, ``train_target`` and ``init_from``
+    leave the keys of existing sam3d runs as they were; a baseline run, a rehearsal run and an
+    official-layout run get their own keys."""
     import hashlib
 
     doc = {k: v for k, v in smoke_cfg.as_dict().items()
            if k not in ("out_dir", "progress", "tensorboard", "name", "model", "crop", "rehearsal",
-                        "preprocessing", "interaction_rounds", "train_target")}
+                        "preprocessing", "interaction_rounds", "train_target", "init_from")}
     before = hashlib.sha256(json.dumps(doc, sort_keys=True, default=list).encode()).hexdigest()
     assert config_key(smoke_cfg) == before[:10]
     baseline = smoke_cfg.replace(model="dynunet_smoke")
@@ -63,3 +64,21 @@ def test_shipped_names_and_overrides_are_resolved_like_the_cli() -> None:
     for config in (load_config("book_smoke"), "book_smoke"):  # strings only at the CLI
         with pytest.raises(TypeError, match="mapping"):
             trained_checkpoint(config, ["lr=1"], root="unused")
+
+
+@pytest.mark.slow
+@pytest.mark.warms_cache
+def test_book_smoke_trains_into_the_shared_cache_and_learns() -> None:
+    """The book's shared smoke model (≈ 2–3 min, trained once into outputs/runs): every smoke
+    chapter reuses it, and ``book_interactive`` starts from it (``init_from``). Collected
+    before that test, so neither trains both within its own time."""
+    from sam3d.engine.loop import read_metrics
+    from sam3d.experiments.training import smoke_model
+
+    run = smoke_model("book_smoke")
+    assert (run["run_dir"] / DONE).is_file() and run["checkpoint"].name == "best.pt"
+    history = read_metrics(run["run_dir"] / "metrics.csv")
+    assert len(history) == run["config"].epochs and max(h["val_dice"] for h in history) > 0.8
+    assert smoke_model("book_smoke")["trained_now"] is False  # reused, not retrained
+    print(f"\nbook_smoke: {run['seconds']:.0f} s (trained now: {run['trained_now']}), "
+          f"val Dice {[round(h['val_dice'], 3) for h in history]}")
