@@ -33,6 +33,8 @@ from . import layout
 from .io import save_nifti
 
 GENERATOR_VERSION = 1
+# where a written index's description gives the generator's parameters (as JSON)
+_PARAMETERS = "Generator parameters: "
 LABELS = {0: "background", 1: "organ", 2: "tumour"}
 TARGET = 2
 AIR_HU, FAT_HU, MUSCLE_HU, ORGAN_HU = -1000.0, -100.0, 40.0, 60.0
@@ -396,8 +398,7 @@ def write_phantom_dataset(root: str | Path, n_cases: int, seed: int = 0,
     params = {"generator": "sam3d.data.phantoms", "version": GENERATOR_VERSION,
               "seed": int(seed), "n_cases": int(n_cases), "prefix": prefix, "spec": spec.params()}
     description = ("Synthetic CT-like abdominal phantoms (liver-like organ with small irregular "
-                   "low-contrast tumours). Generator parameters: "
-                   + json.dumps(params, sort_keys=True))
+                   "low-contrast tumours). " + _PARAMETERS + json.dumps(params, sort_keys=True))
     if layout.up_to_date(root, description, ids):
         return root
     if not replace and (held := _other_dataset(root, params)):
@@ -425,13 +426,11 @@ def _other_dataset(root: Path, params: dict) -> str | None:
         return None
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-        held = json.loads(str(doc["description"]).split("Generator parameters: ", 1)[1])
+        held = json.loads(str(doc["description"]).split(_PARAMETERS, 1)[1])
     except (OSError, ValueError, KeyError, IndexError, TypeError):
         return "a dataset.json not written by this generator"
     if not isinstance(held, dict):
         return "a dataset.json not written by this generator"
-    if {k: v for k, v in held.items() if k != "version"} == {
-            k: v for k, v in params.items() if k != "version"}:
-        return None
-    diff = {k: held.get(k) for k in params if k != "version" and held.get(k) != params[k]}
-    return "phantoms of other parameters: " + json.dumps(diff, sort_keys=True)
+    diff = {k: held.get(k) for k in params.keys() | held.keys()
+            if k != "version" and held.get(k) != params.get(k)}
+    return "phantoms of other parameters: " + json.dumps(diff, sort_keys=True) if diff else None

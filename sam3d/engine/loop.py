@@ -34,14 +34,14 @@ from ..data.pipeline import build_dataset, spec_with_statistics
 from ..data.specs import get_spec
 from ..data.splits import SplitRef
 from ..utils.files import atomic_write, atomic_write_text
-from .config import TrainConfig, load_config
+from .config import ConfigError, TrainConfig, load_config
 from .distributed import DistContext, setup_distributed
 from .interaction import click_labels, simulate_interaction
 from .optim import build_optimizer, clip_per_group
 from .precision import autocast
 from .state import load_training_state, save_training_state
 from .targets import ignore_voxels, instance_targets
-from .warm_start import init_chain, warm_start
+from .warm_start import init_chain, init_file, warm_start
 
 METRICS = ("epoch", "train_loss", "train_dice", "val_loss", "val_dice", "lr", "seconds")
 
@@ -100,7 +100,9 @@ class Trainer:
             raise TrainError(f"{last} exists: pass --resume to continue that run, or choose "
                              "another out_dir (earlier results are never overwritten)")
 
-    def _data(self, crop: int):
+    def _write_phantoms(self) -> None:
+        """Generate the run's phantoms (``phantoms`` > 0) before anything trains, so a data
+        folder that would be written over stops the run at once."""
         cfg = self.cfg
         if cfg.phantoms and self.dist.is_main:
             spec = PhantomSpec(shape=cfg.phantom_shape, difficulty=cfg.phantom_difficulty)
@@ -111,6 +113,9 @@ class Trainer:
                 raise TrainError(f"{exc}: give this run a data_dir of its own (--set "
                                  f"data_dir={cfg.data_dir.rstrip('/')}-seed{cfg.seed})") from None
         self.dist.barrier()
+
+    def _data(self, crop: int):
+        cfg = self.cfg
         index = read_index(cfg.data_dir)
         split = SplitRef.of(cfg.as_dict()).resolve(cfg.dataset, index.case_ids())
         # statistics (constants, or computed over the training split) are fixed once here and
@@ -147,11 +152,10 @@ class Trainer:
         name = self.cfg.init_from
         assert name is not None
         if not init_chain(self.cfg):
-            path = Path(name)
-            if not path.is_file():
-                raise TrainError(f"init_from {name!r} is neither a shipped training "
-                                 "configuration nor a checkpoint file")
-            return path
+            try:
+                return init_file(name)
+            except ConfigError as exc:  # the run's own error, like every other set-up error
+                raise TrainError(str(exc)) from None
         root = self.out.parent
         if self.dist.world > 1 and not (run_dir(load_config(name), root) / DONE).is_file():
             raise TrainError(f"init_from {name!r}: train it first (sam3d train --config "
@@ -186,6 +190,7 @@ class Trainer:
         if self.dist.is_main:
             self._check_output()
             self.out.mkdir(parents=True, exist_ok=True)
+        self._write_phantoms()
         resuming = self.resume and (self.out / "last.pt").exists()
         init = self._init_checkpoint() if cfg.init_from and not resuming else None
         set_determinism(seed=cfg.seed)  # after the init run, which may have trained just now

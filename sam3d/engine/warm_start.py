@@ -57,18 +57,25 @@ def init_identity(cfg: TrainConfig, key) -> dict | None:
     """What the starting weights of ``cfg`` are, for its cache key: ``{"config": key}`` of
     the configuration it names (``key``: :func:`~sam3d.engine.cached.config_key`), or the
     SHA-256 of the file it names; None without ``init_from``."""
-    from .config import ConfigError
-
     if not cfg.init_from:
         return None
     chain = init_chain(cfg)
     if chain:
         return {"config": key(chain[0])}
-    path = Path(cfg.init_from)
+    return {"sha256": sha256_file(init_file(cfg.init_from))}
+
+
+def init_file(init_from: str) -> Path:
+    """``init_from`` as a checkpoint file (for a value that names no shipped configuration).
+
+    Raises :class:`~sam3d.engine.config.ConfigError` when no such file exists."""
+    from .config import ConfigError
+
+    path = Path(init_from)
     if not path.is_file():
-        raise ConfigError(f"init_from {cfg.init_from!r} is neither a shipped training "
+        raise ConfigError(f"init_from {init_from!r} is neither a shipped training "
                           "configuration nor a checkpoint file")
-    return {"sha256": sha256_file(path)}
+    return path
 
 
 def warm_start(model: Sam3D, source: str | Path,
