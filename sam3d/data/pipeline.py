@@ -79,7 +79,8 @@ def spec_with_statistics(spec: DatasetSpec, index: DatasetIndex, train_ids: list
 def build_dataset(root: str | Path, dataset: str | DatasetSpec, part: str = "train", *,
                   crop: int = 128, split_file: str | Path | None = None, fold: int = 0,
                   seed: int = 0, cache_dir: str | Path | None = None, keep_empty: bool = False,
-                  ids: list[str] | None = None, preprocessing: str = "sam3d") -> Dataset:
+                  ids: list[str] | None = None, preprocessing: str = "sam3d",
+                  sampling: str = "paper") -> Dataset:
     """A MONAI dataset of ``part`` ("train", "val" or "test") of a prepared dataset.
 
     ``dataset`` names a registered spec (or is one); its split comes from ``split_file``, the
@@ -87,7 +88,8 @@ def build_dataset(root: str | Path, dataset: str | DatasetSpec, part: str = "tra
     ``ids`` replaces the split (and, for a spec without constants, is also the set the
     statistics are computed over). With ``cache_dir`` the deterministic preprocessing is cached
     on disk (``PersistentDataset``); random transforms are seeded with ``seed``.
-    ``preprocessing``: "sam3d" or "official" (:func:`sam3d.data.transforms.build_transforms`).
+    ``preprocessing``: "sam3d" or "official"; ``sampling``: "paper" or "lesion" (the train and
+    val crops; :func:`sam3d.data.transforms.build_transforms`).
     """
     index = read_index(root)
     spec = get_spec(dataset) if isinstance(dataset, str) else dataset
@@ -112,11 +114,15 @@ def build_dataset(root: str | Path, dataset: str | DatasetSpec, part: str = "tra
     if not chosen:
         raise ValueError(f"{index.root}: no cases in part {part!r}")
     spec = spec_with_statistics(spec, index, split["train"] or chosen, cache_dir)
-    chain = build_transforms(spec, part, crop=crop, seed=seed, preprocessing=preprocessing)
+    chain = build_transforms(spec, part, crop=crop, seed=seed, preprocessing=preprocessing,
+                             sampling=sampling)
     data = case_dicts(index, chosen)
     if cache_dir is None:
         return CaseDataset(data, chain)
     # new constants or a new way of reading the volumes: a new cache
-    tag = hashlib.sha256((repr(spec) if preprocessing == "sam3d" else repr((spec, preprocessing)))
-                         .encode()).hexdigest()[:12]
+    # (the lesion-centred val chain z-scores before its first random step, so its cached
+    # volumes differ from the paper's: a cache of its own)
+    key = (spec, preprocessing) if preprocessing != "sam3d" else spec
+    key = (key, sampling) if sampling != "paper" and part == "val" else key
+    tag = hashlib.sha256(repr(key).encode()).hexdigest()[:12]
     return CachedCaseDataset(data, chain, cache_dir=Path(cache_dir) / f"{spec.name}-{part}-{tag}")

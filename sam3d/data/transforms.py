@@ -51,6 +51,7 @@ from monai.transforms import (
 )
 
 from .io import VolumeError, check_pair, load_volume
+from .lesion_crops import LesionCentredCropd
 from .official import OfficialError, get_dataset, read_volume, resample_image, resize_label
 from .specs import DatasetSpec
 
@@ -58,6 +59,9 @@ KEYS = ("image", "label")
 MODES = ("train", "val", "test")
 #: how volumes are read and resampled: sam3d's canonical way, or the official loader's
 PREPROCESSING = ("sam3d", "official")
+#: how training and validation crops are placed: the official pos/neg crop, or centred on a
+#: lesion voxel with the lesions drawn by balanced weights (:mod:`sam3d.data.lesion_crops`)
+SAMPLING = ("paper", "lesion")
 
 
 class LoadCased(MapTransform):
@@ -202,7 +206,7 @@ def augmentation(spec: DatasetSpec) -> list:
 
 
 def build_transforms(spec: DatasetSpec, mode: str, crop: int = 128, seed: int | None = None,
-                     preprocessing: str = "sam3d") -> Chain:
+                     preprocessing: str = "sam3d", sampling: str = "paper") -> Chain:
     """The transform chain of ``mode`` ("train", "val" or "test") for a ``crop``³ model.
 
     train: ±20 HU shift (p 0.5) → crop to the body (> window minimum) → z-score → augmentation
@@ -213,9 +217,15 @@ def build_transforms(spec: DatasetSpec, mode: str, crop: int = 128, seed: int | 
     ``preprocessing``: "sam3d" (canonical RAS, MONAI resampling) or "official" (the authors'
     raw axis order and ``F.interpolate``, as the released checkpoints saw the volumes; the
     four benchmarks only) — the steps after the deterministic prefix are the same.
+    ``sampling="lesion"`` (not the paper) replaces the train and val crops by the ``crop``³ test
+    ROI of a click on a lesion voxel, the lesions drawn with balanced weights
+    (:mod:`sam3d.data.lesion_crops`); train flips and turns the volume before that crop, so
+    the drawn voxel is at index ``crop // 2``.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if sampling not in SAMPLING:
+        raise ValueError(f"sampling must be one of {SAMPLING}, got {sampling!r}")
     if crop < 8:
         raise ValueError(f"crop must be at least 8 voxels, got {crop}")
     if not spec.has_statistics:
@@ -233,15 +243,25 @@ def build_transforms(spec: DatasetSpec, mode: str, crop: int = 128, seed: int | 
             zscore,
             *augmentation(spec),
             AsDiscreted(keys="label", threshold=0.5),
-            SpatialPadd(keys=KEYS, spatial_size=(big,) * 3),
-            RandCropByPosNegLabeld(keys=KEYS, label_key="label", spatial_size=(big,) * 3,
-                                   pos=2, neg=1, num_samples=1),
-            RandSpatialCropd(keys=KEYS, roi_size=(crop,) * 3, random_size=False),
+        ]
+        flips = [
             RandFlipd(keys=KEYS, prob=0.5, spatial_axis=0),
             RandFlipd(keys=KEYS, prob=0.5, spatial_axis=1),
             RandFlipd(keys=KEYS, prob=0.5, spatial_axis=2),
             RandRotate90d(keys=KEYS, prob=0.5, max_k=3),
         ]
+        if sampling == "lesion":
+            steps += [*flips, LesionCentredCropd(KEYS, crop)]
+        else:
+            steps += [
+                SpatialPadd(keys=KEYS, spatial_size=(big,) * 3),
+                RandCropByPosNegLabeld(keys=KEYS, label_key="label", spatial_size=(big,) * 3,
+                                       pos=2, neg=1, num_samples=1),
+                RandSpatialCropd(keys=KEYS, roi_size=(crop,) * 3, random_size=False),
+                *flips,
+            ]
+    elif mode == "val" and sampling == "lesion":
+        steps += [zscore, LesionCentredCropd(KEYS, crop)]
     elif mode == "val":
         steps += [
             SpatialPadd(keys=KEYS, spatial_size=(crop,) * 3),

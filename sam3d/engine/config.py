@@ -61,6 +61,8 @@ class TrainConfig:
     :mod:`sam3d.engine.interaction`; 0 = the paper's recipe), ``train_target`` ("crop": every
     lesion voxel of the crop, the paper; "clicked_lesion": the clicked lesion alone, the
     others background; "clicked_lesion_ignore": the others ignored by the loss;
+    "centred_lesion": the crops are cut as the test box around a click on a lesion voxel,
+    :mod:`sam3d.data.lesion_crops`, and that lesion alone is the target;
     :mod:`sam3d.engine.targets`), ``iterations_per_epoch``
     (None: one crop per training volume, as the official code), ``val_every``.
     Runtime: ``seed``, ``workers``, ``device`` ("auto", "cpu", "cuda"), ``bf16``,

@@ -40,7 +40,7 @@ from .interaction import click_labels, simulate_interaction
 from .optim import build_optimizer, clip_per_group
 from .precision import autocast
 from .state import load_training_state, save_training_state
-from .targets import ignore_voxels, instance_targets
+from .targets import SAMPLING_OF_TARGET, ignore_voxels, instance_targets
 from .warm_start import init_chain, init_file, warm_start
 
 METRICS = ("epoch", "train_loss", "train_dice", "val_loss", "val_dice", "lr", "seconds")
@@ -124,7 +124,9 @@ class Trainer:
                                          index.lesion_cases(split["train"]), cfg.cache_dir)
         kw: dict[str, Any] = {"crop": crop, "split_file": cfg.split_file, "fold": cfg.fold,
                               "seed": cfg.seed, "cache_dir": cfg.cache_dir,
-                              "preprocessing": cfg.preprocessing}
+                              "preprocessing": cfg.preprocessing,
+                              # the centred lesion: crops cut around a lesion voxel
+                              "sampling": SAMPLING_OF_TARGET.get(cfg.train_target, "paper")}
         return (build_dataset(cfg.data_dir, self.spec, "train", **kw),
                 build_dataset(cfg.data_dir, self.spec, "val", **kw))
 

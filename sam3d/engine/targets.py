@@ -10,17 +10,23 @@ the same 26-connected lesion, and that lesion is the target.
 
 * ``clicked_lesion``: the other lesions of the crop are background, as they are when a
   held-out lesion is scored (segmenting a neighbour is a false positive);
+* ``centred_lesion``: ``clicked_lesion`` on crops cut as the test box of a click
+  (:mod:`sam3d.data.lesion_crops`: the lesions drawn with balanced weights, the crop centred on
+  a voxel of the drawn one): the first click is that centre voxel, as at test time (the
+  book's real-CT model, ``book_real``);
 * ``clicked_lesion_ignore``: the other lesions are *ignored* by the loss, neither target nor
   background. Done on the logits: the ignored voxels get a fixed, confident background logit
   pair, so they add nothing to MONAI's Dice and cross-entropy terms (target 0, predicted
   probability ≈ 1e-13) and pass no gradient back to the model.
 
-Measured on ``book_real`` (smoke: tiny model, 400 steps, one patient's five held-out lesions,
-1-click roi Dice, mean per lesion): ``crop`` 14.1 %, ``clicked_lesion`` 10.2 %,
-``clicked_lesion_ignore`` 0.6 % — neither instance target helps at this size yet; the figures
-and commands are in issue 14's notes. Drawing the lesion uniformly among the crop's lesions
-instead of by voxel made the tiny ones (most of LiTS 117's 79) the usual target, and the model
-learnt to predict nothing (0 % on every held-out lesion).
+Measured on the first ``book_real`` recipe (smoke: tiny model from scratch, 400 steps,
+voxel-weighted crops, one patient's five held-out lesions, 1-click roi Dice, mean per lesion):
+``crop`` 14.1 %, ``clicked_lesion`` 10.2 %, ``clicked_lesion_ignore`` 0.6 %. What helped was
+the crop cut around the click, a click map for the decoder and a warm start: ``centred_lesion``
+with ``tiny_maps`` from ``book_smoke`` (the README has the figures). Drawing the lesion
+uniformly among the crop's lesions instead of by voxel made the tiny ones (most of LiTS 117's
+79) the usual target, and the model learnt to predict nothing (0 % on every held-out lesion);
+the lesion-centred crops draw only lesions of at least 100 voxels.
 """
 
 from __future__ import annotations
@@ -31,16 +37,22 @@ import torch
 from ..data.clicks import lesion_clicks, random_clicks
 from ..data.lesion_split import lesion_components
 
-TARGETS = ("crop", "clicked_lesion", "clicked_lesion_ignore")
+TARGETS = ("crop", "clicked_lesion", "clicked_lesion_ignore", "centred_lesion")
+#: the crop sampling (:func:`sam3d.data.transforms.build_transforms`) a target needs; "paper"
+#: for the others
+SAMPLING_OF_TARGET = {"centred_lesion": "lesion"}
 _BACKGROUND = (0.0, -30.0)  # logits of an ignored voxel: softmax foreground ≈ 9e-14
 
 
 def clicked_lesion_targets(labels: torch.Tensor, rng: np.random.Generator, n_lesion: int,
-                           n_random: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                           n_random: int, centred: bool = False
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Prompts and targets for a batch of crops ``B×1×D×H×W`` (binary lesion label).
 
     Returns ``(points B×N×3 float32 (d, h, w), target B×1×D×H×W float32, others
-    B×1×D×H×W bool)``. Per crop: a lesion voxel drawn uniformly (the first click), its
+    B×1×D×H×W bool)``. Per crop: a first lesion click — a lesion voxel drawn uniformly, or with
+    ``centred`` the crop's centre voxel ``(D//2, H//2, W//2)`` when it is a lesion voxel (the
+    crops of :class:`sam3d.data.lesion_crops.LesionCentredCropd` are cut around it) —, its
     26-connected lesion the target, ``n_lesion - 1`` more clicks uniformly in it, then
     ``n_random`` voxels anywhere (the official unlabelled extras); others = the crop's other
     lesions (background, or ignored with :func:`ignore_voxels`). A crop without lesion gets
@@ -51,12 +63,13 @@ def clicked_lesion_targets(labels: torch.Tensor, rng: np.random.Generator, n_les
         raise ValueError(f"labels must be B×1×D×H×W, got {tuple(labels.shape)}")
     masks = (labels[:, 0] > 0.5).cpu().numpy()
     points, target, others = [], np.zeros_like(masks), np.zeros_like(masks)
+    centre = tuple(s // 2 for s in masks.shape[1:])
     for b, mask in enumerate(masks):
         comp, n = lesion_components(mask, 1)
         if n == 0:
             points.append(random_clicks(mask.shape, n_lesion + n_random, rng))
             continue
-        first = lesion_clicks(mask, 1, rng)
+        first = np.array([centre]) if centred and mask[centre] else lesion_clicks(mask, 1, rng)
         chosen = comp == comp[tuple(first[0])]
         points.append(np.concatenate([first, lesion_clicks(chosen, n_lesion - 1, rng),
                                       random_clicks(mask.shape, n_random, rng)]))
@@ -72,7 +85,8 @@ def instance_targets(mode: str, labels: torch.Tensor, rng: np.random.Generator, 
     """:func:`clicked_lesion_targets` for ``train_target`` ``mode`` (not "crop"): ``(points,
     target, ignore)``, ``ignore`` the other lesions for "clicked_lesion_ignore", else None
     (they stay background in ``target``)."""
-    points, target, others = clicked_lesion_targets(labels, rng, n_lesion, n_random)
+    points, target, others = clicked_lesion_targets(labels, rng, n_lesion, n_random,
+                                                    centred=mode == "centred_lesion")
     return points, target, others if mode == "clicked_lesion_ignore" else None
 
 

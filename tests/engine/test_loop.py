@@ -87,12 +87,13 @@ def test_a_run_never_writes_its_phantoms_over_another_runs(smoke_cfg, tmp_path) 
     assert not (tmp_path / "seed1" / "last.pt").exists()
 
 
-@pytest.mark.parametrize("target", ["clicked_lesion", "clicked_lesion_ignore"])
+@pytest.mark.parametrize("target", ["clicked_lesion", "clicked_lesion_ignore", "centred_lesion"])
 def test_a_clicked_lesion_run_trains_and_validates_on_the_clicked_lesion(smoke_cfg, monkeypatch,
                                                                          target) -> None:
     """``train_target: clicked_lesion[_ignore]``: every training and validation forward is
     scored against the one lesion its clicks fall on (sam3d.engine.targets); the other lesions
-    are background, or ignored by the loss."""
+    are background, or ignored by the loss. ``centred_lesion``: the crops are cut around a
+    lesion voxel (sam3d.data.lesion_crops), which is the first click."""
     import sam3d.engine.loop as loop
     import sam3d.engine.targets as targets_module
 
@@ -100,10 +101,15 @@ def test_a_clicked_lesion_run_trains_and_validates_on_the_clicked_lesion(smoke_c
     ignored: list[int] = []
     targets, ignore_voxels = targets_module.clicked_lesion_targets, loop.ignore_voxels
 
-    def recording(labels, rng, n_lesion, n_random):
+    def recording(labels, rng, n_lesion, n_random, centred=False):
         calls.append((n_lesion, n_random))
-        points, lesion, others = targets(labels, rng, n_lesion, n_random)
+        assert centred == (target == "centred_lesion")
+        points, lesion, others = targets(labels, rng, n_lesion, n_random, centred)
         assert torch.equal((lesion > 0) | others, labels > 0.5)
+        if centred:  # every crop is centred on a lesion voxel, the first click
+            centre = [s // 2 for s in labels.shape[2:]]
+            assert all(points[b, 0].tolist() == centre for b in range(len(points)))
+            assert bool(labels[:, 0, centre[0], centre[1], centre[2]].all())
         return points, lesion, others
 
     def ignoring(logits, others):

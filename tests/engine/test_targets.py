@@ -6,7 +6,12 @@ import torch
 from monai.losses import DiceCELoss
 
 from sam3d.engine.config import ConfigError, TrainConfig
-from sam3d.engine.targets import clicked_lesion_targets, ignore_voxels
+from sam3d.engine.targets import (
+    SAMPLING_OF_TARGET,
+    clicked_lesion_targets,
+    ignore_voxels,
+    instance_targets,
+)
 
 
 def _two_lesions() -> torch.Tensor:
@@ -67,9 +72,28 @@ def test_an_ignored_voxel_adds_nothing_to_the_loss_and_takes_no_gradient():
 
 def test_the_setting_is_checked():
     assert TrainConfig().train_target == "crop"  # the paper's recipe by default
-    for target in ("clicked_lesion", "clicked_lesion_ignore"):
+    for target in ("clicked_lesion", "clicked_lesion_ignore", "centred_lesion"):
         assert TrainConfig(train_target=target).train_target == target
     with pytest.raises(ConfigError, match="train_target must be one of"):
         TrainConfig(train_target="lesion")
     with pytest.raises(ConfigError, match="train_lesion_clicks ≥ 1"):
         TrainConfig(train_target="clicked_lesion", train_lesion_clicks=0)
+
+
+def test_the_centred_lesion_is_clicked_at_the_centre_and_is_the_target():
+    label = _two_lesions()
+    label[0, 0, 8:10, 8:10, 8:10] = 0  # the small lesion moves to the centre voxel (6, 6, 6):
+    label[0, 0, 5:7, 5:8, 6:8] = 1  # 12 voxels
+    assert label[0, 0, 6, 6, 6] == 1
+    for seed in range(30):
+        points, target, ignore = instance_targets("centred_lesion", label,
+                                                  np.random.default_rng(seed), 3, 1)
+        assert ignore is None  # the other lesions are background
+        assert points[0, 0].tolist() == [6.0, 6.0, 6.0]  # the first click: the centre voxel
+        assert int(target.sum()) == 12  # its lesion, never the 64-voxel one
+        assert all(target[0, 0, d, h, w] == 1 for d, h, w in points[0, :3].long().tolist())
+    # no lesion at the centre (a fallback crop): a lesion voxel drawn as clicked_lesion does
+    label[0, 0, 5:7, 5:8, 6:8] = 0
+    points, target, _ = instance_targets("centred_lesion", label, np.random.default_rng(0), 1, 0)
+    assert int(target.sum()) == 64 and target[0, 0, 1:5, 1:5, 1:5].all()
+    assert SAMPLING_OF_TARGET == {"centred_lesion": "lesion"}  # its crops come cut around it
