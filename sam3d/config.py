@@ -32,8 +32,10 @@ class Sam3DConfig:
     ``prompt_depth``, ``prompt_heads``, ``prompt_mlp_dim``, ``num_queries``.
     ``negative_clicks``: the negative-click extension (not in the paper; off by default): a
     learned label embedding on each click token (:class:`~sam3d.modeling.PromptEncoder3D`).
-    ``click_maps``: with it, the clicks also enter the decoder as positive and negative maps
-    at its resolution (:mod:`sam3d.modeling.click_maps`; not in the paper; off by default).
+    ``click_maps``: the clicks also enter the decoder as positive and negative maps at its
+    resolution (:mod:`sam3d.modeling.click_maps`; not in the paper; off by default): the
+    corrective clicks, or with ``maps_first_prompt`` every click, the first prompt's too, as
+    positions of one object (their maps combine by maximum, not by sum).
     Decoder: ``decoder_chans``, ``num_classes``. ``sam_model`` names the segment-anything
     registry entry whose checkpoint fits the encoder (None: no SAM checkpoint exists).
     ``tuning``: a key of ``TUNING_POLICIES``.
@@ -64,6 +66,7 @@ class Sam3DConfig:
     num_queries: int = 10
     negative_clicks: bool = False
     click_maps: bool = False
+    maps_first_prompt: bool = False
     decoder_chans: int = 128
     num_classes: int = 2
     sam_model: str | None = "vit_b"
@@ -98,9 +101,13 @@ class Sam3DConfig:
             raise ValueError("negative_clicks needs a prompt encoder (prompt_levels is empty)")
         if not isinstance(self.click_maps, bool):
             raise ValueError(f"click_maps must be true or false, got {self.click_maps!r}")
-        if self.click_maps and not self.negative_clicks:
-            raise ValueError("click_maps is part of the negative-click extension: it needs "
-                             "negative_clicks=True")
+        if self.click_maps and not self.prompt_levels:
+            raise ValueError("click_maps needs a prompt encoder (prompt_levels is empty)")
+        if not isinstance(self.maps_first_prompt, bool):
+            raise ValueError(f"maps_first_prompt must be true or false, got "
+                             f"{self.maps_first_prompt!r}")
+        if self.maps_first_prompt and not self.click_maps:
+            raise ValueError("maps_first_prompt needs click_maps=True")
 
     @property
     def adapter_dim(self) -> int:
@@ -186,4 +193,11 @@ for _base, _what in (("tiny", "smoke"), ("vit_b", "full")):
         name=f"{_base}_interactive_maps", click_maps=True,
         description=f"{_base}_interactive with the clicks also as maps in the decoder "
                     f"(extension, {_what} mode)",
+    ))
+    # every click as a map, the first prompt's too, positive clicks only: a click says where
+    # the one lesion to segment is (the book's real-CT model, book_real; not in the paper)
+    register(CONFIGS[_base].replace(
+        name=f"{_base}_maps", click_maps=True, maps_first_prompt=True,
+        description=f"{_base} with every click also as a map in the decoder (not in the "
+                    f"paper; {_what} mode)",
     ))

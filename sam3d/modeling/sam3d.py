@@ -202,7 +202,8 @@ class Sam3D(nn.Module):
         ``first_prompt``: how many leading clicks form the first prompt of a model with click
         maps. They enter as tokens only and the maps carry the clicks after them (the
         corrections), so a model trained on the official 10 + 20 first prompt keeps its first
-        click when it is given one; 0 puts every click in the maps. Ignored without maps."""
+        click when it is given one; 0 puts every click in the maps. Ignored without maps, and
+        by a model whose configuration has ``maps_first_prompt`` (every click is a map)."""
         if not isinstance(embedding, Embedding):
             raise TypeError("embedding must come from Sam3D.encode, got "
                             f"{type(embedding).__name__}")
@@ -225,9 +226,14 @@ class Sam3D(nn.Module):
                     or not 0 <= first_prompt <= points.shape[1]:
                 raise ValueError(f"first_prompt must be an integer in 0..{points.shape[1]} "
                                  f"(the clicks given), got {first_prompt!r}")
+            # a *_maps variant: every click is a position of the one object, the first
+            # prompt's too, and the clicks' maps combine by maximum (click_maps)
+            positions = self.config.maps_first_prompt
+            first_prompt = 0 if positions else first_prompt
             later = None if labels is None else labels[:, first_prompt:]
             maps = make_click_maps(points[:, first_prompt:], later, embedding.shape[2:],
-                                   embedding.decoder["fixed"].shape[-1])
+                                   embedding.decoder["fixed"].shape[-1],
+                                   combine="max" if positions else "sum")
             logits = self.mask_decoder.decode(embedding.decoder, levels, self.crop, maps)
         return logits.float().permute(0, 1, 4, 2, 3)  # float32 under any caller's autocast
 

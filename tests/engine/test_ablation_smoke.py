@@ -53,11 +53,11 @@ def shared(tmp_path_factory) -> Path:
 def test_the_registry_holds_both_ablation_families() -> None:
     auto = [n for n in ABLATIONS if n.startswith("tiny_auto_")]
     levels = [n for n in ABLATIONS if n.startswith("tiny_levels_")]
-    assert len(auto) == 6 and len(levels) == 4 and len(ABLATIONS) == 12, ABLATIONS
-    # and the negative-click extension, with and without click maps (not ablations of the
-    # paper, but variants to train)
+    assert len(auto) == 6 and len(levels) == 4 and len(ABLATIONS) == 13, ABLATIONS
+    # and the negative-click extension, with and without click maps, and every click as a map
+    # (the book's real-CT model): not ablations of the paper, but variants to train
     assert set(ABLATIONS) - set(auto) - set(levels) == {"tiny_interactive",
-                                                          "tiny_interactive_maps"}
+                                                          "tiny_interactive_maps", "tiny_maps"}
     assert {CONFIGS[n].tuning for n in auto} == {"paper", "full", "peft"}
     assert all(CONFIGS[n].prompt_levels == () for n in auto)
     assert all(len(CONFIGS[n].prompt_levels) > 1 for n in levels)

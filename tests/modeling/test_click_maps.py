@@ -33,6 +33,15 @@ def test_each_click_peaks_at_its_cell_in_its_own_channel() -> None:
         + click_maps(points[:, 1:], None, (64, 64, 64), 32)[0, 0]))
     twice = click_maps(points[:, [0, 0]], None, (64, 64, 64), 32)[0, 0]
     assert torch.allclose(twice, 2 * click_maps(points[:, :1], None, (64, 64, 64), 32)[0, 0])
+    # positions of one object: the maximum, so a click given twice is the map of one
+    once = click_maps(points[:, :1], None, (64, 64, 64), 32, combine="max")
+    assert torch.equal(click_maps(points[:, [0, 0]], None, (64, 64, 64), 32, combine="max"),
+                       once)
+    assert torch.equal(click_maps(points, None, (64, 64, 64), 32, combine="max")[0, 0],
+                       torch.maximum(once[0, 0], click_maps(points[:, 1:], None, (64, 64, 64),
+                                                            32)[0, 0]))
+    with pytest.raises(ValueError, match="combine must be"):
+        click_maps(points, None, (64, 64, 64), 32, combine="mean")
 
 
 def test_a_paper_checkpoint_with_click_maps_gives_the_paper_logits(randomise, tiny_inputs,
@@ -65,8 +74,12 @@ def test_a_paper_checkpoint_with_click_maps_gives_the_paper_logits(randomise, ti
 
 
 def test_bad_click_map_settings_are_refused() -> None:
-    with pytest.raises(ValueError, match="click_maps is part of the negative-click extension"):
-        get_config("tiny").replace(click_maps=True)
+    with pytest.raises(ValueError, match="click_maps needs a prompt encoder"):
+        get_config("tiny").replace(click_maps=True, prompt_levels=())
+    with pytest.raises(ValueError, match="maps_first_prompt needs click_maps"):
+        get_config("tiny").replace(maps_first_prompt=True)
+    with pytest.raises(ValueError, match="maps_first_prompt must be true or false"):
+        get_config("tiny_maps").replace(maps_first_prompt=1)
     with pytest.raises(ValueError, match="click_maps must be true or false"):
         get_config("tiny_interactive").replace(click_maps="yes")
     with pytest.raises(ValueError, match="click_chans must be 0 or 2"):
@@ -107,3 +120,32 @@ def test_the_first_prompt_stays_out_of_the_maps(randomise, tiny_inputs) -> None:
         for bad in (-1, 4, True, 1.5):
             with pytest.raises(ValueError, match="first_prompt must be an integer in 0..3"):
                 ext.decode(emb, points, labels, bad)
+
+
+def test_a_maps_variant_puts_every_click_in_the_maps(randomise, tiny_inputs, tmp_path) -> None:
+    """``tiny_maps`` (``maps_first_prompt``): whatever ``first_prompt`` says, every click is a
+    map; positive clicks only (no negative-click extension); the setting survives a save."""
+    torch.manual_seed(0)
+    model = randomise(build_sam3d("tiny_maps")).eval()
+    assert model.click_maps and not model.negative_clicks and model.config.maps_first_prompt
+    volume, points = tiny_inputs
+    conv = model.mask_decoder.click_conv
+    assert conv is not None
+    with torch.no_grad():
+        emb = model.encode(volume)
+        conv.weight.normal_(0, 0.5)
+        every = model.decode(emb, points, None, 0)
+        for first in (1, 3):
+            assert torch.equal(model.decode(emb, points, None, first), every)
+        moved = points.clone()
+        moved[:, 0] = (moved[:, 0] + 9) % 64  # the first click is a position too
+        assert (model.decode(emb, moved) - every).abs().max() > 1e-3
+        with pytest.raises(ValueError, match="no negative-click extension"):
+            model.decode(emb, points, torch.ones(points.shape[:2], dtype=torch.long))
+    path = tmp_path / "maps.pt"
+    save_checkpoint(model, path)
+    back = load_checkpoint(path).eval()
+    assert back.config.maps_first_prompt
+    with torch.no_grad():
+        assert torch.equal(back(volume, points), every)
+    assert not get_config("vit_b_maps").negative_clicks and get_config("vit_b_maps").click_maps
