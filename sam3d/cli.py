@@ -9,7 +9,12 @@ import json
 import sys
 
 from .config import CONFIGS
+from .inference.components import KEEP
 from .utils.files import atomic_write_text
+
+KEEP_HELP = ("what a mask keeps: all (every predicted voxel, the paper) or clicked (the "
+             "predicted components a positive click is on); default: the model's own (clicked "
+             "for the *_maps variants, e.g. the book's real-CT model)")
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -100,7 +105,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     res = evaluate_dataset(model, spec, args.data, args.out, settings, part=args.part,
                            ids=args.case, split=split, clicks=args.clicks,
                            save_masks=args.save_masks, overwrite=args.overwrite,
-                           device=args.device)
+                           device=args.device, keep=args.keep)
     for row in res["summary"]:
         print(f"{row['position']:>8} {row['mode']:>7} k={row['k']:<2} n={row['cases']:<3} "
               f"Dice {row['dice_mean']:.4f}"
@@ -189,7 +194,7 @@ def _predict(args: argparse.Namespace) -> int:
     model, spec = load_for_inference(args.checkpoint, args.sam_checkpoint, args.dataset,
                                      args.device)
     res = predict_file(model, spec, args.image, clicks, out=args.out, mode=args.mode,
-                       device=args.device, labels=labels)
+                       device=args.device, labels=labels, keep=args.keep)
     negative = len(labels) - sum(labels)
     used = "" if res.clicks_used == len(clicks) else \
         f", {res.clicks_used} of them inside the {args.mode} box"
@@ -263,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="seed of the 70/10/20 split for datasets without an official one "
                          "(default: the training run's, read from the checkpoint)")
     ev.add_argument("--clicks", default=None, help="replay the clicks of an earlier clicks.json")
+    ev.add_argument("--keep", choices=KEEP, default=None, help=KEEP_HELP)
     ev.add_argument("--save-masks", action="store_true")
     ev.add_argument("--overwrite", action="store_true")
     ev.add_argument("--device", default="cpu")
@@ -287,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "--mode objects a negative click must come after a positive one whose "
                     "box holds it")
     pr.add_argument("--mode", choices=("roi", "objects", "sliding"), default="roi")
+    pr.add_argument("--keep", choices=KEEP, default=None, help=KEEP_HELP)
     pr.add_argument("--device", default="cpu")
     pr.add_argument("--out", required=True, help="mask file (.nii.gz, .nrrd, .mha)")
     pr.set_defaults(func=_predict)

@@ -37,8 +37,10 @@ def evaluate_dataset(model, spec: DatasetSpec, data_dir: str | Path, out_dir: st
                      settings: EvalSettings, *, part: str = "test", ids: list[str] | None = None,
                      split: SplitRef | None = None, clicks: str | Path | None = None,
                      save_masks: bool = False, overwrite: bool = False, device="cpu",
-                     progress: bool = True) -> dict:
+                     progress: bool = True, keep: str | None = None) -> dict:
     """Run :func:`evaluate_case` over a split; returns the summary rows and file paths.
+    ``keep``: what a prediction keeps (:class:`~sam3d.inference.predictor.Predictor`; None: the
+    model's own rule).
 
     The cases are ``ids``, else ``part`` of ``split`` — give the *training* run's reference
     (:func:`sam3d.checkpoint.split_reference`: its split file, fold and seed), or a test case
@@ -46,7 +48,7 @@ def evaluate_dataset(model, spec: DatasetSpec, data_dir: str | Path, out_dir: st
     """
     out, index, ids, replay, iterator = _start(out_dir, overwrite, data_dir, spec.name, ids,
                                                part, split, clicks, progress, "evaluate")
-    predictor = Predictor(model, spec, device)
+    predictor = Predictor(model, spec, device, keep=keep)
     rows, refinement, click_sets = [], [], []
     for case_id in iterator:
         entry = index.cases[case_id]

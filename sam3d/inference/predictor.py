@@ -34,6 +34,10 @@ one: boxes are placed by positive clicks only ("roi": centred on the positive cl
 Every prompted window goes through the predictor's :class:`~sam3d.inference.embeddings.
 EmbeddingCache`: a window seen before (the next refinement click, the same sliding window) is
 decoded from its stored embedding, with logits equal to a fresh forward pass.
+
+``keep``: "all" (the paper: every predicted voxel) or "clicked" (only the predicted components
+a positive click is on, :mod:`sam3d.inference.components`); by default the model's own: "clicked"
+for the ``*_maps`` variants, which are trained to segment the lesion a click is on.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from ..data.clicks import check_clicks, check_label_rows
 from ..data.specs import DatasetSpec
 from ..data.transforms import build_transforms
 from ..modeling.common import check_positive
+from .components import KEEP, keep_clicked
 from .embeddings import DEFAULT_BUDGET, EmbeddingCache
 from .roi import Box, clicks_in_roi, crop_roi, paste_roi, roi_box
 
@@ -59,14 +64,22 @@ MODES = ("roi", "sliding", "objects", "auto")
 
 class Predictor:
     """``Predictor(model, spec, device)``; ``spec`` must carry window/mean/std.
-    ``cache_bytes``: the memory budget of the window embeddings kept for reuse."""
+    ``cache_bytes``: the memory budget of the window embeddings kept for reuse; ``keep``: "all"
+    or "clicked" (None: the model's own, see the module)."""
 
     def __init__(self, model: torch.nn.Module, spec: DatasetSpec, device="cpu",
-                 overlap: float = 0.5, cache_bytes: int = DEFAULT_BUDGET):
+                 overlap: float = 0.5, cache_bytes: int = DEFAULT_BUDGET,
+                 keep: str | None = None):
         if not spec.has_statistics:
             raise ValueError(f"spec {spec.name!r} has no intensity statistics")
         if not 0 <= overlap < 1:
             raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+        if keep is None:  # the *_maps variants segment the lesion a click is on
+            config = getattr(model, "config", None)
+            keep = "clicked" if getattr(config, "maps_first_prompt", False) else "all"
+        if keep not in KEEP:
+            raise ValueError(f"keep must be one of {KEEP}, got {keep!r}")
+        self.keep = keep
         self.model = model.eval()
         self.spec = spec
         self.device = torch.device(device)
@@ -131,8 +144,11 @@ class Predictor:
         shape = tuple(volume.shape[1:])
         clicks = check_clicks(np.zeros((0, 3), np.int64) if clicks is None else clicks, shape)
         positive = self.check_labels(labels, len(clicks)) if mode != "auto" else None
+        if mode == "auto":
+            self.clicks_used, self.boxes = len(clicks), []
+            return self._automatic(volume)
+        assert positive is not None
         if mode == "roi":
-            assert positive is not None
             box = roi_box(clicks[positive], shape, self.crop)
             inside = _inside(clicks, box.start, self.crop)
             if not (inside & positive).any():  # clicks spread wider than the box: centre on
@@ -140,17 +156,18 @@ class Predictor:
                 inside = _inside(clicks, box.start, self.crop)
             self.clicks_used = int(inside.sum())
             self.boxes = [box]
-            return paste_roi(self._box_probability(volume, clicks[inside], box,
+            prob = paste_roi(self._box_probability(volume, clicks[inside], box,
                                                    positive[inside], first), box, shape)
-        self.clicks_used = len(clicks)
-        if mode == "objects":
-            assert positive is not None
-            return self._objects(volume, clicks, positive, first)
-        self.boxes = []
-        if mode == "auto":
-            return self._automatic(volume)
-        assert positive is not None
-        return self._sliding(volume, clicks, positive, first)
+            used = clicks[inside & positive]
+        else:
+            self.clicks_used = len(clicks)
+            if mode == "objects":
+                prob = self._objects(volume, clicks, positive, first)
+            else:
+                self.boxes = []
+                prob = self._sliding(volume, clicks, positive, first)
+            used = clicks[positive]
+        return keep_clicked(prob, used) if self.keep == "clicked" else prob
 
     def _labels(self, positive: np.ndarray) -> torch.Tensor | None:
         """``1×k`` labels for the model, None when all are positive (the paper's prompt)."""
