@@ -1,8 +1,8 @@
 """Write the real-CT training dataset (sam3d.data.real_dataset): LiTS 117's lesion-level
-split plus synthetic tumours in real liver and lung, with its split file.
+split plus synthetic tumours in real liver (and, from Python, lung), with its split file.
 
     python data_scripts/make_real_dataset.py [--samples data/samples] [--out data/real_ct]
-        [--seed 0] [--per-source 3] [--phantoms 0] [--lesion-cases data/real_ct_lesions]
+        [--seed 0] [--per-source 6] [--phantoms 0] [--lesion-cases data/real_ct_lesions]
 
 ``--lesion-cases DIR`` also writes one evaluation case per held-out LiTS 117 lesion of at
 least 100 voxels (that lesion the only target, the others excluded) with its split file, for
@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", default="data/samples")
     parser.add_argument("--out", default="data/real_ct")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--per-source", type=int, default=3)
+    parser.add_argument("--per-source", type=int, default=RealDatasetSpec.per_source,
+                        help="synthetic cases per source (default %(default)s)")
     parser.add_argument("--phantoms", type=int, default=0)
     parser.add_argument("--lesion-cases", default=None, metavar="DIR",
                         help="also write one case per held-out lesion (≥ 100 voxels) here")

@@ -9,11 +9,12 @@ sample folder (``data/samples``, :mod:`sam3d.data.samples`):
   the test slab's face with :data:`~sam3d.data.lesion_split.EXCLUDED` (not the target);
 * ``synth_<source>_<i>``: ``per_source`` cases per source with synthetic tumours
   (:mod:`sam3d.data.synth_tumours`) pasted into the liver of ``lits117_train`` (outside its
-  real lesions), the liver of ``totalseg_ct`` (TotalSegmentator class
-  :data:`~sam3d.data.organ_masks.TOTALSEG_LIVER`) and the lungs of ``lung1``/``lung2`` (mask
-  from HU, :func:`~sam3d.data.organ_masks.lung_mask`; the CT is cropped to the lungs; their real
-  tumour is kept as target; the lungs themselves are left unlabelled, so the statistics over
-  labelled voxels, :mod:`sam3d.data.stats`, keep a soft-tissue window);
+  real lesions: many small tumours), the liver of ``totalseg_ct`` (TotalSegmentator class
+  :data:`~sam3d.data.organ_masks.TOTALSEG_LIVER`: large ones) — the default sources,
+  :data:`LIVER_SOURCES` — and, when asked, the lungs of ``lung1``/``lung2`` (mask from HU,
+  :func:`~sam3d.data.organ_masks.lung_mask`; the CT is cropped to the lungs; their real tumour
+  is kept as target; the lungs themselves are left unlabelled, so the statistics over labelled
+  voxels, :mod:`sam3d.data.stats`, keep a soft-tissue window);
 * optionally ``phantom_<i>`` (:mod:`sam3d.data.phantoms`).
 
 Labels: 0 background, 1 the organ (liver), 2 tumour (the target), 3 excluded tumour. Volumes
@@ -41,32 +42,41 @@ from .phantoms import PhantomSpec, case_seed, make_phantom
 from .splits import save_split
 from .synth_tumours import TumourSpec, paste_tumours
 
-VERSION = 2
+VERSION = 3
 TARGET = 2
 LABELS = {0: "background", 1: "organ", 2: "tumour", 3: "tumour excluded from scoring"}
 SOURCES = ("lits117", "totalseg_ct", "lung1", "lung2")
+#: the sources written by default: the two livers. With the lung cases (nodules brighter than
+#: the air around them) the book's model also marked the liver lesions next to the clicked
+#: one (smoke, held-out LiTS 117 lesions: README); they stay available (``sources``)
+LIVER_SOURCES = ("lits117", "totalseg_ct")
 SPLIT_FILE = "split.json"
 LUNG_MARGIN_MM = 10.0
-# Tumour settings per source: liver tumours darker than the parenchyma (LiTS 117's real
-# lesions are ~50 HU below its enhanced liver), lung nodules at soft-tissue density
+# Tumour settings per source (how each tumour is drawn, (fewest, most) tumours per case):
+# liver tumours darker than the parenchyma (LiTS 117's real lesions are ~50 HU below its
+# enhanced liver). In LiTS 117's liver, many small ones (radius 2.5-6 mm, 60-900 voxels, the
+# size of most of its real lesions and of four of the five held-out ones), allowed within 1 mm
+# of the liver's border, where three of those four lie; in the TotalSegmentator liver (3 mm
+# voxels), large ones (radius 8-20 mm). Lung nodules at soft-tissue density.
 TUMOURS = {
-    "lits117": TumourSpec(radius_mm=(3.0, 9.0), hu=(-60.0, -25.0)),
-    "totalseg_ct": TumourSpec(radius_mm=(5.0, 15.0), hu=(-55.0, -20.0), edge_mm=1.5),
-    "lung": TumourSpec(radius_mm=(4.0, 12.0), hu_mode="absolute", hu=(-60.0, 40.0),
-                       texture_hu=20.0, vessel_hu=None),
+    "lits117": (TumourSpec(radius_mm=(2.5, 6.0), hu=(-60.0, -25.0), border_mm=1.0), (6, 12)),
+    "totalseg_ct": (TumourSpec(radius_mm=(8.0, 20.0), hu=(-55.0, -20.0), edge_mm=1.5), (6, 12)),
+    "lung": (TumourSpec(radius_mm=(4.0, 12.0), hu_mode="absolute", hu=(-60.0, 40.0),
+                        texture_hu=20.0, vessel_hu=None), (2, 4)),
 }
 
 
 @dataclass(frozen=True)
 class RealDatasetSpec:
     """What to write: ``per_source`` synthetic cases for each of ``sources`` (≥ 2 for the
-    validation sources), ``tumours`` = (fewest, most) synthetic tumours per case, ``phantoms``
-    extra phantom cases, the split's ``band`` and ``min_train`` (voxels)."""
+    validation sources), ``tumours`` = (fewest, most) synthetic tumours per case (None: each
+    source's own, :data:`TUMOURS`), ``phantoms`` extra phantom cases, the split's ``band`` and
+    ``min_train`` (voxels)."""
 
     seed: int = 0
-    sources: tuple[str, ...] = SOURCES
-    per_source: int = 3
-    tumours: tuple[int, int] = (2, 4)
+    sources: tuple[str, ...] = LIVER_SOURCES
+    per_source: int = 6
+    tumours: tuple[int, int] | None = None
     val_sources: tuple[str, ...] = ("lits117", "totalseg_ct")
     phantoms: int = 0
     band: int = 8
@@ -75,7 +85,8 @@ class RealDatasetSpec:
     def __post_init__(self):
         object.__setattr__(self, "sources", tuple(self.sources))
         object.__setattr__(self, "val_sources", tuple(self.val_sources))
-        object.__setattr__(self, "tumours", tuple(self.tumours))
+        if self.tumours is not None:
+            object.__setattr__(self, "tumours", tuple(self.tumours))
         for name in ("seed", "per_source", "phantoms", "band", "min_train"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
@@ -88,14 +99,16 @@ class RealDatasetSpec:
             raise ValueError(f"val_sources {self.val_sources!r} must be among the sources")
         if self.val_sources and self.per_source < 2:
             raise ValueError("per_source must be ≥ 2 when validation cases are taken from it")
-        lo, hi = self.tumours if len(self.tumours) == 2 else (0, -1)
+        lo, hi = (1, 1) if self.tumours is None else \
+            self.tumours if len(self.tumours) == 2 else (0, -1)
         if isinstance(lo, bool) or not isinstance(lo, int) or not 1 <= lo <= hi:
             raise ValueError(f"tumours must be (fewest, most) with 1 ≤ fewest ≤ most, got "
                              f"{self.tumours!r}")
 
     def params(self) -> dict:
         return {"seed": self.seed, "sources": list(self.sources), "per_source": self.per_source,
-                "tumours": list(self.tumours), "val_sources": list(self.val_sources),
+                "tumours": None if self.tumours is None else list(self.tumours),
+                "val_sources": list(self.val_sources),
                 "phantoms": self.phantoms, "band": self.band, "min_train": self.min_train}
 
 
@@ -181,10 +194,11 @@ def write_real_dataset(root: str | Path, samples: str | Path,
     for k, name in enumerate(spec.sources):
         base = bases.get(name) or _organs(name, files[name])
         (img, lab, organ, spacing, extra), affine = base
-        tumour_spec = TUMOURS["lung" if name.startswith("lung") else name]
+        tumour_spec, counts = TUMOURS["lung" if name.startswith("lung") else name]
+        counts = spec.tumours or counts
         for i in range(spec.per_source):
             rng = np.random.default_rng(case_seed(spec.seed, 1000 * (k + 1) + i))
-            n = int(rng.integers(spec.tumours[0], spec.tumours[1] + 1))
+            n = int(rng.integers(counts[0], counts[1] + 1))
             out = paste_tumours(img, lab, organ, spacing, n, int(rng.integers(2 ** 31)),
                                 tumour_spec, target=TARGET)
             organ_value = extra.get("organ_label", 1)
@@ -256,6 +270,24 @@ def write_lesion_cases(root: str | Path, out: str | Path, min_voxels: int = 100)
     save_split(out / SPLIT_FILE, {"train": [], "val": [], "test": sorted(cases)},
                source="sam3d.data.real_dataset.write_lesion_cases")
     return out
+
+
+def held_out_lesions(label: np.ndarray, spec: RealDatasetSpec = RealDatasetSpec(),
+                     min_voxels: int = 100) -> list[dict]:
+    """The held-out lesions of at least ``min_voxels`` voxels of LiTS 117's lesion-level split
+    (the cut :func:`write_real_dataset` makes with ``spec``) of its X×Y×Z ``label``, largest
+    first: their records (``id``, ``voxels``, ``bbox`` in ``label``, ``role``)."""
+    split = choose_split(np.asarray(label), TARGET, band=spec.band, min_train=spec.min_train)
+    return sorted((les.as_dict() for les in split.with_role("test") if les.voxels >= min_voxels),
+                  key=lambda les: (-les["voxels"], les["id"]))
+
+
+def lesion_mask(label: np.ndarray, lesion: dict, target: int = TARGET,
+                offset=(0, 0, 0)) -> np.ndarray:
+    """The voxels (X×Y×Z bool) of ``lesion`` (a record of :func:`held_out_lesions`) in
+    ``label``, the whole sample volume's label or a sub-volume of it starting at ``offset``."""
+    comp, _ = lesion_components(np.where(np.asarray(label) == target, target, 0), target)
+    return comp == _match(comp, lesion, offset)
 
 
 def _match(comp: np.ndarray, lesion: dict, offset) -> int:

@@ -14,8 +14,12 @@ from sam3d.data import layout
 from sam3d.data.io import load_volume
 from sam3d.data.lesion_split import EXCLUDED, lesion_components
 from sam3d.data.real_dataset import (
+    LIVER_SOURCES,
     SPLIT_FILE,
+    TUMOURS,
     RealDatasetSpec,
+    held_out_lesions,
+    lesion_mask,
     make_real_split,
     write_lesion_cases,
     write_real_dataset,
@@ -118,6 +122,18 @@ def test_idempotent_and_deterministic(written, tmp_path) -> None:
         assert sha256_file(other / rel) == sha256_file(again / rel)
 
 
+def test_by_default_the_livers_with_each_source_s_own_tumours(tmp_path) -> None:
+    default = RealDatasetSpec()
+    assert default.sources == LIVER_SOURCES and default.tumours is None
+    spec = RealDatasetSpec(sources=("totalseg_ct",), per_source=2, val_sources=("totalseg_ct",))
+    root = write_real_dataset(tmp_path / "own", SAMPLES, spec)
+    doc = json.loads((root / "dataset.json").read_text())["cases"]
+    lo, hi = TUMOURS["totalseg_ct"][1]
+    for case in ("synth_totalseg_ct_0", "synth_totalseg_ct_1"):
+        assert lo <= len(doc[case]["synthetic"]) <= hi  # the source's own count, not (2, 4)
+        assert doc[case]["tumour_spec"] == TUMOURS["totalseg_ct"][0].params()
+
+
 def test_the_pipeline_reads_it(written) -> None:
     from sam3d.data.pipeline import build_dataset
     from sam3d.data.splits import resolve_split
@@ -151,6 +167,25 @@ def test_one_case_per_held_out_lesion(written, tmp_path) -> None:
     assert load_split(out / SPLIT_FILE)["test"] == index.case_ids()
     with pytest.raises(ValueError):
         write_lesion_cases(written, tmp_path / "x", min_voxels=0)
+
+
+def test_held_out_lesions_are_the_recorded_ones_found_in_any_label(written) -> None:
+    full = load_volume(SAMPLES / "lits117" / "label.nii.gz", "label").array
+    doc = json.loads((written / "dataset.json").read_text())["cases"]["lits117_test"]
+    lesions = held_out_lesions(full, SPEC)
+    recorded = [les for les in doc["lesion_split"]["lesions"]
+                if les["role"] == "test" and les["voxels"] >= 100]
+    assert sorted(les["id"] for les in lesions) == sorted(les["id"] for les in recorded)
+    assert [les["voxels"] for les in lesions] == sorted((les["voxels"] for les in recorded),
+                                                        reverse=True)  # largest first
+    _, sub = _read(written, "lits117_test")
+    for les in lesions:
+        whole = lesion_mask(full, les)
+        assert int(whole.sum()) == les["voxels"]
+        here = lesion_mask(sub.array, les, offset=doc["offset"])  # the same, in the sub-volume
+        x, y, z = doc["offset"]
+        np.testing.assert_array_equal(here, whole[x:x + sub.shape[0], y:y + sub.shape[1],
+                                                  z:z + sub.shape[2]])
 
 
 @pytest.mark.parametrize("kwargs", [{"sources": ("lits117", "kits")}, {"per_source": 1},
