@@ -47,12 +47,15 @@ def run_dir(cfg: TrainConfig, root: str | Path) -> Path:
 
 def trained_checkpoint(config: str | Path | TrainConfig,
                        overrides: Mapping[str, Any] | None = None,
-                       root: str | Path = "outputs/runs") -> Path:
+                       root: str | Path = "outputs/runs", until: int | None = None) -> Path:
     """Checkpoint of ``config`` (a shipped name, a YAML file or a :class:`TrainConfig`, with
     ``overrides``: setting → value), trained into :func:`run_dir` if no finished run is there.
 
     Returns ``best.pt`` (``last.pt`` when validation never improved). The run's ``metrics.csv``
     and ``curves.png`` sit beside it; ``done.json`` records the configuration and the epochs.
+    ``until``: train (or go on training) only to that epoch, unfinished; the next call goes on
+    from there, exactly as one uninterrupted run (a long recipe trained in parts, e.g. one
+    part per test).
     """
     from .loop import Trainer
 
@@ -69,9 +72,10 @@ def trained_checkpoint(config: str | Path | TrainConfig,
     with open(out.parent / f".{out.name}.lock", "w", encoding="utf-8") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (out / DONE).is_file():
-            history = Trainer(cfg, resume=(out / "last.pt").is_file()).run()
-            atomic_write_text(out / DONE, json.dumps({"config": cfg.as_dict(),
-                                                      "epochs": len(history)},
-                                                     indent=1, default=list) + "\n")
+            history = Trainer(cfg, resume=(out / "last.pt").is_file()).run(until)
+            if until is None or until >= cfg.epochs or len(history) < until:  # finished (or
+                atomic_write_text(out / DONE, json.dumps(  # stopped by its time budget)
+                    {"config": cfg.as_dict(), "epochs": len(history)}, indent=1,
+                    default=list) + "\n")
     best = out / "best.pt"
     return best if best.is_file() else out / "last.pt"

@@ -187,8 +187,14 @@ class Trainer:
                           num_workers=cfg.workers, generator=gen)
 
     # ------------------------------------------------------------------------------- run
-    def run(self) -> list[dict]:
+    def run(self, until: int | None = None) -> list[dict]:
+        """Train (or, with ``resume``, go on training) to the last epoch, or to epoch ``until``
+        when given: a run stopped there resumes exactly as if it had not stopped (the epoch's
+        seeds and the optimiser and schedule states are in ``last.pt``)."""
         cfg = self.cfg
+        if until is not None and (isinstance(until, bool) or not isinstance(until, int)
+                                  or until < 1):
+            raise ValueError(f"until must be a positive epoch number, got {until!r}")
         if self.dist.is_main:
             self._check_output()
             self.out.mkdir(parents=True, exist_ok=True)
@@ -216,7 +222,7 @@ class Trainer:
                              lambda_dice=cfg.lambda_dice, lambda_ce=cfg.lambda_ce)
         writer = self._tensorboard()
         t_run = time.time()
-        for epoch in range(start, cfg.epochs + 1):
+        for epoch in range(start, min(cfg.epochs, until or cfg.epochs) + 1):
             t0 = time.time()
             lr = optimizer.param_groups[0]["lr"]
             tr_loss, tr_dice = self._train_epoch(net, model, train_ds, optimizer, loss_fn, epoch)

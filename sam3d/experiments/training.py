@@ -97,8 +97,9 @@ def _at_project_root():
 
 
 def smoke_model(config: str = SMOKE_CONFIG, overrides: Mapping[str, Any] | None = None,
-                root: str | Path = RUNS) -> dict:
+                root: str | Path = RUNS, until: int | None = None) -> dict:
     """The book's shared smoke model, trained on first use (≈ 3 min on 2 cores), else reused.
+    ``until``: train only to that epoch (:func:`~sam3d.engine.cached.trained_checkpoint`).
 
     Returns ``{"checkpoint", "run_dir", "config" (TrainConfig), "trained_now" (True when no
     finished run existed at the call: trained by it, or by a concurrent call it waited for),
@@ -110,7 +111,7 @@ def smoke_model(config: str = SMOKE_CONFIG, overrides: Mapping[str, Any] | None 
         folder = run_dir(cfg, root)
         trained_now = not (folder / DONE).is_file()
         t0 = time.time()
-        checkpoint = trained_checkpoint(cfg, root=root)
+        checkpoint = trained_checkpoint(cfg, root=root, until=until)
     cfg = cfg.replace(data_dir=str(project_path(cfg.data_dir)), out_dir=str(folder))
     return {"checkpoint": checkpoint, "run_dir": folder, "config": cfg,
             "trained_now": trained_now, "seconds": time.time() - t0}
