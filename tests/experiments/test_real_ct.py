@@ -1,0 +1,81 @@
+"""The real-CT chapter helpers (sam3d.experiments.real_ct): per-lesion scores, their mean and the
+pooled Dice, on hand-made lesion cases with stand-in models whose masks are known."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stub_eval_data import SHAPE, SPEC, FloodModel
+
+from sam3d.data import layout
+from sam3d.data.splits import save_split
+from sam3d.experiments import real_ct as R
+
+BIG, SMALL = (slice(3, 8),) * 3, (slice(15, 18),) * 3  # 125 and 27 voxels
+
+
+def _lesion_cases(root: Path) -> Path:
+    """Two cases, both cubes bright in each image: in ``lesion_big`` the 5³ one is the target
+    (the 3³ one a neighbour, background), in ``lesion_small`` the reverse."""
+    cases = {}
+    for cid, target in (("lesion_big", BIG), ("lesion_small", SMALL)):
+        (root / cid).mkdir(parents=True)
+        image, label = np.zeros(SHAPE, np.float32), np.zeros(SHAPE, np.uint8)
+        image[BIG] = image[SMALL] = 100.0
+        label[target] = 1
+        nib.save(nib.Nifti1Image(image, np.eye(4)), root / cid / "image.nii.gz")
+        nib.save(nib.Nifti1Image(label, np.eye(4)), root / cid / "label.nii.gz")
+        cases[cid] = layout.case_record(cid, SHAPE, (1, 1, 1), label, 1)
+    layout.write_index(root, "custom", {0: "background", 1: "lesion"}, 1, cases)
+    save_split(root / "split.json", {"train": [], "val": [], "test": sorted(cases)})
+    return root
+
+
+class AllBright(FloodModel):
+    """Segments every bright region of its box, clicked or not (a model that also marks the
+    clicked lesion's neighbours)."""
+
+    def forward(self, volume, points):
+        import torch
+
+        fg = (volume[:, 0] > self.level).float()
+        return torch.stack([-10 * fg, 10 * fg - 10 * (1 - fg)], 1)
+
+
+def test_each_lesion_the_mean_and_the_pooled_dice(tmp_path, monkeypatch):
+    lesions = _lesion_cases(tmp_path / "lesions")
+    models = {"exact": FloodModel(crop=48), "neighbours": AllBright(crop=48)}  # boxes hold all
+    from sam3d.inference import predict
+
+    monkeypatch.setattr(predict, "load_for_inference",
+                        lambda checkpoint, *a, **k: (models[Path(checkpoint).stem], SPEC))
+    res = R.lesion_scores({"exact": tmp_path / "exact.pt", "neighbours": tmp_path / "neighbours.pt",
+                           "neighbours, clicked": tmp_path / "neighbours.pt"},
+                          tmp_path / "out", lesions=lesions, ks=(1, 3),
+                          keep={"neighbours, clicked": "clicked"})
+    per = res["per_lesion"].set_index(["model", "lesion", "k"])["dice"]
+    summary = res["summary"].set_index(["model", "k"])
+    for k in (1, 3):
+        assert per["exact", "big", k] == pytest.approx(100) == per["exact", "small", k]
+        # both cubes marked: 2·125 / (152 + 125) and 2·27 / (152 + 27)
+        assert per["neighbours", "big", k] == pytest.approx(100 * 250 / 277)
+        assert per["neighbours", "small", k] == pytest.approx(100 * 54 / 179)
+        assert summary.loc[("neighbours", k), "mean Dice"] == pytest.approx(
+            50 * (250 / 277 + 54 / 179))
+        assert summary.loc[("neighbours", k), "pooled Dice"] == pytest.approx(
+            100 * 2 * 152 / (2 * 152 + 152))
+        assert summary.loc[("neighbours, clicked", k), "pooled Dice"] == pytest.approx(100)
+        assert summary.loc[("exact", k), "lesions"] == 2
+    assert set(res["per_lesion"]["voxels"]) == {125, 27}
+    assert (tmp_path / "out" / "neighbours_clicked" / "per_case.csv").is_file()
+    with pytest.raises(ValueError, match="empty"):
+        R.lesion_scores({}, tmp_path / "x", lesions=lesions)
+    with pytest.raises(ValueError, match="unknown models"):
+        R.lesion_scores({"a": tmp_path / "exact.pt"}, tmp_path / "x", lesions=lesions,
+                        keep={"b": "all"})
