@@ -505,7 +505,6 @@ def test_chapter_default_clicks():
 
 
 def test_chapter_resolve_checkpoint(tmp_path, monkeypatch):
-    from sam3d.engine import cached
     from sam3d.interactive.chapter import resolve_checkpoint
     from sam3d.provenance import project_path
 
@@ -526,11 +525,13 @@ def test_chapter_resolve_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(ValueError):
         resolve_checkpoint("quick", ckpt)
     asked = []
-    monkeypatch.setattr(cached, "trained_checkpoint",
-                        lambda name, root: asked.append((name, root)) or ckpt)
+    from sam3d.experiments import real_ct
+
+    monkeypatch.setattr(real_ct, "real_model", lambda root: asked.append(root) or
+                        {"checkpoint": ckpt})
     path, label = resolve_checkpoint("smoke", None, runs_root=tmp_path)
-    assert path == ckpt and asked == [("book_smoke", tmp_path)]
-    assert "smoke model" in label and "phantoms" in label and "not the paper's model" in label
+    assert path == ckpt and asked == [tmp_path]  # book_real, trained on first use
+    assert "book_real" in label and "real livers" in label and "not the paper's model" in label
 
 
 def test_chapter_comparison_labels_smoke_and_paper():
@@ -547,6 +548,27 @@ def test_chapter_comparison_labels_smoke_and_paper():
     assert table[run_col].iloc[0] == 12.35 and "lits117 only" in table["scope"].iloc[0]
     two = comparison(50.0, 2, "full", "lits117")  # no paper row for 2 clicks
     assert two[paper_col].isna().all() and "this run" in two.columns[3]
+
+
+def test_chapter_default_click_lies_on_the_largest_held_out_lesion():
+    """The interactive chapter's default: LiTS 117's largest held-out lesion (the real-CT
+    split's cut), and the lesion a click is on is what its Dice scores."""
+    from sam3d.data.io import load_volume
+    from sam3d.data.lesion_split import choose_split
+    from sam3d.interactive.chapter import clicked_lesion, held_out_lesion, sample_case
+    from sam3d.viz import to_dhw
+
+    _, label_path, target = sample_case("data", "lits117")
+    label = load_volume(label_path, "label").array
+    lesion = held_out_lesion(label)
+    split = choose_split(label, target)
+    assert int(lesion.sum()) == max(les.voxels for les in split.with_role("test")) == 37179
+    train_rows = split.region("train")  # nowhere near the training slab or its band
+    assert not lesion[train_rows].any() and not lesion[split.region("band")].any()
+    tumour = to_dhw(label == target)
+    click = np.argwhere(to_dhw(lesion))[0]
+    assert np.array_equal(clicked_lesion(tumour, click), to_dhw(lesion))
+    assert not clicked_lesion(tumour, (0, 0, 0)).any()  # not on tumour: nothing to score
 
 
 def test_chapter_sample_case():
