@@ -21,7 +21,8 @@ PAPER_NOTE = ("The paper shows the prompt-position ablation only as a figure (\"
               "results\" for centre, adjacent and margin clicks) and gives no numbers.")
 
 
-def _check_positions(positions) -> tuple[str, ...]:
+def check_positions(positions) -> tuple[str, ...]:
+    """``positions`` as a tuple: non-empty, each in ``CLICK_POSITIONS``, none twice."""
     positions = tuple(positions)
     if not positions or any(p not in CLICK_POSITIONS for p in positions):
         raise ValueError(f"positions must be among {CLICK_POSITIONS}, got {positions}")
@@ -39,7 +40,7 @@ def run_positions(checkpoint: str | Path, out_root: str | Path, *,
     cases, dice, nsd in percent, fallbacks, seconds), "per_case": rows, "dirs": {position:
     folder}, "seconds"}``.
     """
-    positions = _check_positions(positions)
+    positions = check_positions(positions)
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     summary, per_case, dirs, seconds = [], [], {}, 0.0
@@ -60,7 +61,7 @@ def run_positions(checkpoint: str | Path, out_root: str | Path, *,
 
 def paper_rows(positions=CLICK_POSITIONS) -> list[dict]:
     """The paper's side of the table: no numbers (see :data:`PAPER_NOTE`)."""
-    return [{"position": p, "dice": None, "nsd": None} for p in _check_positions(positions)]
+    return [{"position": p, "dice": None, "nsd": None} for p in check_positions(positions)]
 
 
 def position_table(summary: list[dict], mode: str):

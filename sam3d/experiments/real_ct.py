@@ -56,16 +56,19 @@ def real_model(root: str | Path = RUNS, until: int | None = None) -> dict:
 
 def lesion_scores(checkpoints: Mapping[str, str | Path], out_dir: str | Path, *,
                   lesions: str | Path, ks=(1, 3, 10), seed: int = 0, device: str = "cpu",
-                  keep: Mapping[str, str] | None = None) -> dict[str, Any]:
+                  keep: Mapping[str, str] | None = None,
+                  position: str = "random") -> dict[str, Any]:
     """k-click Dice and NSD (5 mm, %) of each model of ``checkpoints`` (label → file) on every
     held-out lesion case under ``lesions``, with the clicks of ``seed`` (the same for every
-    model). ``keep``: label → what its masks keep ("all" or "clicked",
-    :class:`~sam3d.inference.predictor.Predictor`; a label not there: the model's own rule).
+    model) placed at ``position`` ("random": the paper's protocol, or "centre", "adjacent",
+    "margin", :data:`sam3d.evaluation.protocol.CLICK_POSITIONS`). ``keep``: label → what its
+    masks keep ("all" or "clicked", :class:`~sam3d.inference.predictor.Predictor`; a label not
+    there: the model's own rule).
     Each model's evaluation folder is ``out_dir/<label>`` (rewritten; characters other than
     letters, digits, ``.`` and ``-`` become ``_``).
 
-    Returns ``{"per_lesion": DataFrame (model, lesion, voxels, k, dice, nsd),
-    "summary": DataFrame (model, k, lesions, mean Dice, mean NSD, pooled Dice),
+    Returns ``{"per_lesion": DataFrame (model, position, lesion, voxels, k, dice, nsd),
+    "summary": DataFrame (model, position, k, lesions, mean Dice, mean NSD, pooled Dice),
     "seconds": {label: evaluation seconds}}``.
     """
     import time
@@ -80,6 +83,7 @@ def lesion_scores(checkpoints: Mapping[str, str | Path], out_dir: str | Path, *,
 
     if not checkpoints:
         raise ValueError("checkpoints is empty: give at least one label → checkpoint")
+    settings = EvalSettings(ks=tuple(ks), modes=("roi",), seed=seed, position=position)
     keep = dict(keep or {})
     if set(keep) - set(checkpoints):
         raise ValueError(f"keep names unknown models {sorted(set(keep) - set(checkpoints))}")
@@ -87,7 +91,6 @@ def lesion_scores(checkpoints: Mapping[str, str | Path], out_dir: str | Path, *,
     index = read_index(lesions)
     ids = sorted(index.cases)
     truth = {c: load_volume(index.cases[c].label, "label").array == index.target for c in ids}
-    settings = EvalSettings(ks=tuple(ks), modes=("roi",), seed=seed)
     rows, summary, seconds = [], [], {}
     for label, checkpoint in checkpoints.items():
         model, spec = load_for_inference(project_path(checkpoint), device=device)
@@ -105,13 +108,37 @@ def lesion_scores(checkpoints: Mapping[str, str | Path], out_dir: str | Path, *,
                                    "label").array > 0
                 gt = truth[r["case"]]
                 overlap, predicted = overlap + int((mask & gt).sum()), predicted + int(mask.sum())
-                rows.append({"model": label, "lesion": r["case"].rsplit("_", 1)[-1],
+                rows.append({"model": label, "position": position,
+                             "lesion": r["case"].rsplit("_", 1)[-1],
                              "voxels": int(gt.sum()), "k": k, "dice": 100 * r["dice"],
                              "nsd": 100 * r["nsd"]})
             gt_total = sum(int(truth[r["case"]].sum()) for r in sel)
-            summary.append({"model": label, "k": k, "lesions": len(sel),
+            summary.append({"model": label, "position": position, "k": k, "lesions": len(sel),
                             "mean Dice": 100 * float(np.mean([r["dice"] for r in sel])),
                             "mean NSD": 100 * float(np.mean([r["nsd"] for r in sel])),
                             "pooled Dice": 100 * 2 * overlap / max(predicted + gt_total, 1)})
     return {"per_lesion": pd.DataFrame(rows), "summary": pd.DataFrame(summary),
             "seconds": seconds}
+
+
+def position_scores(checkpoint: str | Path, out_dir: str | Path, *, lesions: str | Path,
+                    positions=("random", "centre", "adjacent", "margin"), k: int = 1,
+                    seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+    """Chapter 6 on the held-out real lesions: :func:`lesion_scores` of one model with ``k``
+    click(s) at each of ``positions``, one evaluation folder ``out_dir/<position>`` each.
+    Returns ``{"per_lesion", "summary"}`` as :func:`lesion_scores` does without the model
+    column, the positions stacked in the order given, and ``"seconds"`` (position → evaluation
+    seconds)."""
+    import pandas as pd
+
+    from .position import check_positions
+
+    positions = check_positions(positions)
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    parts = [lesion_scores({position: checkpoint}, out_dir, lesions=lesions, ks=(k,),
+                           seed=seed, device=device, position=position)
+             for position in positions]
+    return {key: pd.concat([p[key] for p in parts], ignore_index=True).drop(columns="model")
+            for key in ("per_lesion", "summary")} | {
+        "seconds": {pos: p["seconds"][pos] for pos, p in zip(positions, parts, strict=True)}}

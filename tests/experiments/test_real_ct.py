@@ -79,3 +79,32 @@ def test_each_lesion_the_mean_and_the_pooled_dice(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="unknown models"):
         R.lesion_scores({"a": tmp_path / "exact.pt"}, tmp_path / "x", lesions=lesions,
                         keep={"b": "all"})
+
+
+def test_click_positions_on_the_held_out_lesions(tmp_path, monkeypatch):
+    """Chapter 6's real-CT table: one evaluation per position, each with its own clicks."""
+    lesions = _lesion_cases(tmp_path / "lesions")
+    from sam3d.data.click_store import load_clicks
+    from sam3d.inference import predict
+
+    monkeypatch.setattr(predict, "load_for_inference",
+                        lambda checkpoint, *a, **k: (FloodModel(crop=48), SPEC))
+    res = R.position_scores(tmp_path / "m.pt", tmp_path / "out", lesions=lesions,
+                            positions=("centre", "margin"))
+    summary = res["summary"].set_index("position")
+    assert list(summary.index) == ["centre", "margin"] and "model" not in summary.columns
+    assert list(summary["mean Dice"]) == pytest.approx([100, 100])
+    assert (summary["lesions"] == 2).all()
+    assert len(res["per_lesion"]) == 4 and set(res["seconds"]) == {"centre", "margin"}
+    clicks = {}
+    for position in ("centre", "margin"):
+        (cset,) = [c for c in load_clicks(tmp_path / "out" / position / "clicks.json")
+                   if c.case == "lesion_big"]
+        clicks[position] = tuple(int(v) for v in cset.array()[0])
+    assert clicks["centre"] == (5, 5, 5)  # the 5³ cube's deepest voxel
+    assert 3 in clicks["margin"] or 7 in clicks["margin"]  # on its outer layer
+    with pytest.raises(ValueError, match="among"):
+        R.position_scores(tmp_path / "m.pt", tmp_path / "x", lesions=lesions,
+                          positions=("middle",))
+    with pytest.raises(ValueError, match="positive integer"):
+        R.position_scores(tmp_path / "m.pt", tmp_path / "x", lesions=lesions, k=0)
