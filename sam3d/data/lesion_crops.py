@@ -50,20 +50,37 @@ def draw_lesion_voxel(mask: np.ndarray, rng: np.random.RandomState | np.random.G
     mask = np.asarray(mask) > 0
     if mask.ndim != 3:
         raise ValueError(f"mask must be D×H×W, got shape {mask.shape}")
-    comp, n = lesion_components(mask, 1)
-    if n == 0:
+    box = _bounding_box(mask)
+    if box is None:
         flat = int(rng.randint(mask.size)) if isinstance(rng, np.random.RandomState) \
             else int(rng.integers(mask.size))
-    else:
-        sizes = np.bincount(comp.ravel(), minlength=n + 1)[1:].astype(np.float64)
-        kept = sizes >= min_voxels
-        weights = np.where(kept if kept.any() else sizes > 0, sizes ** float(power), 0.0)
-        lesion = 1 + int(rng.choice(n, p=weights / weights.sum()))
-        voxels = np.flatnonzero(comp.ravel() == lesion)
-        flat = int(voxels[int(rng.randint(len(voxels))) if isinstance(rng, np.random.RandomState)
-                          else int(rng.integers(len(voxels)))])
-    d, h, w = np.unravel_index(flat, mask.shape)
-    return int(d), int(h), int(w)
+        d, h, w = np.unravel_index(flat, mask.shape)
+        return int(d), int(h), int(w)
+    # within the lesions' bounding box: the components are numbered, and each one's voxels
+    # listed, in the same (C) order as over the whole volume, so the draw is the same, faster
+    sub = mask[box]
+    comp, n = lesion_components(sub, 1)
+    sizes = np.bincount(comp.ravel(), minlength=n + 1)[1:].astype(np.float64)
+    kept = sizes >= min_voxels
+    weights = np.where(kept if kept.any() else sizes > 0, sizes ** float(power), 0.0)
+    lesion = 1 + int(rng.choice(n, p=weights / weights.sum()))
+    voxels = np.flatnonzero(comp.ravel() == lesion)
+    flat = int(voxels[int(rng.randint(len(voxels))) if isinstance(rng, np.random.RandomState)
+                      else int(rng.integers(len(voxels)))])
+    local = np.unravel_index(flat, sub.shape)
+    return (int(local[0]) + box[0].start, int(local[1]) + box[1].start,
+            int(local[2]) + box[2].start)
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """The smallest box holding every True voxel of the 3-D ``mask``; None when it has none."""
+    box = []
+    for axis in range(3):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        if not len(hit):
+            return None
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return box[0], box[1], box[2]
 
 
 class LesionCentredCropd(Randomizable, MapTransform):

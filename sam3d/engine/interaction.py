@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from .targets import predicted_foreground
+
 if TYPE_CHECKING:
     from ..modeling.sam3d import Sam3D
 
@@ -52,7 +54,7 @@ def corrective_clicks(logits: torch.Tensor, label: torch.Tensor, rng: np.random.
     labelled 1 on a false negative, 0 on a false positive. A sample without such an error
     gets a positive click on a random lesion voxel (anywhere, without lesion).
     """
-    pred = (logits.argmax(1) == 1).cpu().numpy()
+    pred = predicted_foreground(logits)[:, 0].cpu().numpy()
     gt = (label[:, 0] > 0.5).cpu().numpy()
     points, labels = [], []
     for p, g in zip(pred, gt, strict=True):

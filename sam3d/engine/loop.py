@@ -40,7 +40,7 @@ from .interaction import click_labels, simulate_interaction
 from .optim import build_optimizer, clip_per_group
 from .precision import autocast
 from .state import load_training_state, save_training_state
-from .targets import SAMPLING_OF_TARGET, ignore_voxels, instance_targets
+from .targets import SAMPLING_OF_TARGET, ignore_voxels, instance_targets, predicted_foreground
 from .warm_start import init_chain, init_file, warm_start
 
 METRICS = ("epoch", "train_loss", "train_dice", "val_loss", "val_dice", "lr", "seconds")
@@ -78,7 +78,7 @@ def _first_prompt(model, points: torch.Tensor) -> dict:
 
 def _dice(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Mean foreground Dice of argmax predictions (MONAI ``compute_dice``; empty/empty = 1)."""
-    pred = logits.argmax(1, keepdim=True).float()
+    pred = predicted_foreground(logits).float()
     d = compute_dice(pred, (labels > 0.5).float(), include_background=True, ignore_empty=False)
     return float(torch.nan_to_num(d, nan=1.0).mean())
 

@@ -52,6 +52,38 @@ def test_the_power_balances_large_and_small_lesions():
     assert 0.20 <= np.mean(small) <= 0.28
 
 
+def _whole_volume_draw(mask, rng, min_voxels=100, power=0.5):
+    """The draw of the module's rule, numbered and listed over the whole volume (the oracle
+    for the bounding-box shortcut of draw_lesion_voxel)."""
+    from scipy import ndimage
+
+    comp, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+    sizes = np.bincount(comp.ravel(), minlength=n + 1)[1:].astype(np.float64)
+    kept = sizes >= min_voxels
+    weights = np.where(kept if kept.any() else sizes > 0, sizes ** power, 0.0)
+    lesion = 1 + int(rng.choice(n, p=weights / weights.sum()))
+    voxels = np.flatnonzero(comp.ravel() == lesion)
+    return tuple(int(v) for v in np.unravel_index(voxels[rng.integers(len(voxels))],
+                                                  mask.shape))
+
+
+def test_the_draw_is_the_whole_volume_draw():
+    """Lesions scattered in a larger volume (one touching its last corner): the same voxel
+    for the same generator state as numbering the lesions over the whole volume."""
+    gen = np.random.default_rng(7)
+    mask = np.zeros((30, 40, 50), bool)
+    for _ in range(12):
+        c = gen.integers((3, 3, 3), (27, 37, 47))
+        r = gen.integers(1, 4)
+        mask[c[0] - r:c[0] + r, c[1] - r:c[1] + r + 1, c[2] - r - 1:c[2] + r] = True
+    mask[-3:, -2:, -4:] = True
+    for seed in range(20):
+        for min_voxels, power in ((1, 0.5), (40, 1.0), (10**6, 0.0)):
+            ours = draw_lesion_voxel(mask, np.random.default_rng(seed), min_voxels, power)
+            assert ours == _whole_volume_draw(mask, np.random.default_rng(seed), min_voxels,
+                                              power)
+
+
 def test_no_lesion_any_voxel_and_bad_arguments():
     rng = np.random.default_rng(0)
     v = draw_lesion_voxel(np.zeros((3, 4, 5), bool), rng)

@@ -11,6 +11,7 @@ from sam3d.engine.targets import (
     clicked_lesion_targets,
     ignore_voxels,
     instance_targets,
+    predicted_foreground,
 )
 
 
@@ -97,3 +98,15 @@ def test_the_centred_lesion_is_clicked_at_the_centre_and_is_the_target():
     points, target, _ = instance_targets("centred_lesion", label, np.random.default_rng(0), 1, 0)
     assert int(target.sum()) == 64 and target[0, 0, 1:5, 1:5, 1:5].all()
     assert SAMPLING_OF_TARGET == {"centred_lesion": "lesion"}  # its crops come cut around it
+
+
+def test_the_predicted_foreground_is_the_channel_argmax_ties_to_background():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 2, 5, 6, 7, generator=gen)
+    logits[0, 1, 0, 0, :3] = logits[0, 0, 0, 0, :3]  # ties: argmax takes channel 0
+    fg = predicted_foreground(logits)
+    assert fg.shape == (2, 1, 5, 6, 7) and fg.dtype == torch.bool
+    assert torch.equal(fg, logits.argmax(1, keepdim=True) == 1)
+    assert not fg[0, 0, 0, 0, :3].any()
+    with pytest.raises(ValueError, match="B×2"):
+        predicted_foreground(torch.zeros(1, 3, 2, 2, 2))
