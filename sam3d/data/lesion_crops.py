@@ -52,11 +52,9 @@ def draw_lesion_voxel(mask: np.ndarray, rng: np.random.RandomState | np.random.G
         raise ValueError(f"mask must be D×H×W, got shape {mask.shape}")
     box = _bounding_box(mask)
     if box is None:
-        flat = int(rng.randint(mask.size)) if isinstance(rng, np.random.RandomState) \
-            else int(rng.integers(mask.size))
-        d, h, w = np.unravel_index(flat, mask.shape)
+        d, h, w = np.unravel_index(_below(rng, mask.size), mask.shape)
         return int(d), int(h), int(w)
-    # within the lesions' bounding box: the components are numbered, and each one's voxels
+    # within the lesions' bounding box the components are numbered, and each one's voxels
     # listed, in the same (C) order as over the whole volume, so the draw is the same, faster
     sub = mask[box]
     comp, n = lesion_components(sub, 1)
@@ -65,15 +63,14 @@ def draw_lesion_voxel(mask: np.ndarray, rng: np.random.RandomState | np.random.G
     weights = np.where(kept if kept.any() else sizes > 0, sizes ** float(power), 0.0)
     lesion = 1 + int(rng.choice(n, p=weights / weights.sum()))
     voxels = np.flatnonzero(comp.ravel() == lesion)
-    flat = int(voxels[int(rng.randint(len(voxels))) if isinstance(rng, np.random.RandomState)
-                      else int(rng.integers(len(voxels)))])
-    local = np.unravel_index(flat, sub.shape)
+    local = np.unravel_index(int(voxels[_below(rng, len(voxels))]), sub.shape)
     return (int(local[0]) + box[0].start, int(local[1]) + box[1].start,
             int(local[2]) + box[2].start)
 
 
 def _bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
-    """The smallest box holding every True voxel of the 3-D ``mask``; None when it has none."""
+    """The smallest box holding every True voxel of the 3-D ``mask``; None when it has none.
+    (Three reductions: ≈ 5 ms on a 88×301×364 mask where ``ndimage.find_objects`` takes 28.)"""
     box = []
     for axis in range(3):
         hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
@@ -81,6 +78,11 @@ def _bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
             return None
         box.append(slice(int(hit[0]), int(hit[-1]) + 1))
     return box[0], box[1], box[2]
+
+
+def _below(rng: np.random.RandomState | np.random.Generator, n: int) -> int:
+    """An integer drawn uniformly in [0, n) from either kind of numpy generator."""
+    return int(rng.randint(n) if isinstance(rng, np.random.RandomState) else rng.integers(n))
 
 
 class LesionCentredCropd(Randomizable, MapTransform):

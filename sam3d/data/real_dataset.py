@@ -99,11 +99,11 @@ class RealDatasetSpec:
             raise ValueError(f"val_sources {self.val_sources!r} must be among the sources")
         if self.val_sources and self.per_source < 2:
             raise ValueError("per_source must be ≥ 2 when validation cases are taken from it")
-        lo, hi = (1, 1) if self.tumours is None else \
-            self.tumours if len(self.tumours) == 2 else (0, -1)
-        if isinstance(lo, bool) or not isinstance(lo, int) or not 1 <= lo <= hi:
-            raise ValueError(f"tumours must be (fewest, most) with 1 ≤ fewest ≤ most, got "
-                             f"{self.tumours!r}")
+        if self.tumours is not None:  # None: each source's own counts (TUMOURS)
+            lo, hi = self.tumours if len(self.tumours) == 2 else (0, -1)
+            if isinstance(lo, bool) or not isinstance(lo, int) or not 1 <= lo <= hi:
+                raise ValueError(f"tumours must be (fewest, most) with 1 ≤ fewest ≤ most, got "
+                                 f"{self.tumours!r}")
 
     def params(self) -> dict:
         return {"seed": self.seed, "sources": list(self.sources), "per_source": self.per_source,
@@ -286,7 +286,7 @@ def lesion_mask(label: np.ndarray, lesion: dict, target: int = TARGET,
                 offset=(0, 0, 0)) -> np.ndarray:
     """The voxels (X×Y×Z bool) of ``lesion`` (a record of :func:`held_out_lesions`) in
     ``label``, the whole sample volume's label or a sub-volume of it starting at ``offset``."""
-    comp, _ = lesion_components(np.where(np.asarray(label) == target, target, 0), target)
+    comp, _ = lesion_components(label, target)
     return comp == _match(comp, lesion, offset)
 
 

@@ -73,8 +73,9 @@ def trained_checkpoint(config: str | Path | TrainConfig,
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (out / DONE).is_file():
             history = Trainer(cfg, resume=(out / "last.pt").is_file()).run(until)
-            if until is None or until >= cfg.epochs or len(history) < until:  # finished (or
-                atomic_write_text(out / DONE, json.dumps(  # stopped by its time budget)
+            # done: trained to the end, or stopped before ``until`` by its time budget
+            if until is None or until >= cfg.epochs or len(history) < until:
+                atomic_write_text(out / DONE, json.dumps(
                     {"config": cfg.as_dict(), "epochs": len(history)}, indent=1,
                     default=list) + "\n")
     best = out / "best.pt"

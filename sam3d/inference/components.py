@@ -33,7 +33,8 @@ def keep_clicked(prob: torch.Tensor, clicks: np.ndarray, reach: int = REACH) -> 
     0; ``clicks``: ``k×3`` (d, h, w) voxel indices of the positive clicks (none: nothing is
     kept). Voxels below the threshold are returned as they are."""
     import torch
-    from scipy import ndimage
+
+    from ..data.lesion_split import lesion_components
 
     if not isinstance(prob, torch.Tensor) or prob.ndim != 3:
         raise ValueError(f"prob must be a D×H×W tensor, got {getattr(prob, 'shape', prob)!r}")
@@ -41,7 +42,7 @@ def keep_clicked(prob: torch.Tensor, clicks: np.ndarray, reach: int = REACH) -> 
         raise ValueError(f"reach must be a non-negative integer, got {reach!r}")
     pts = np.asarray(clicks, dtype=np.int64).reshape(-1, 3)
     mask = (prob >= THRESHOLD).cpu().numpy()
-    comp, _ = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+    comp, _ = lesion_components(mask, 1)  # 26-connected
     kept: set[int] = set()
     for point in pts:
         lo = np.maximum(point - reach, 0)
