@@ -26,7 +26,8 @@ _PRESENTATION = ("out_dir", "progress", "tensorboard", "name")
 # settings added after runs were cached: left out of the key while at their default, so the
 # folders of earlier runs keep their keys
 _LATER = {"model": "sam3d", "crop": None, "rehearsal": False, "preprocessing": "sam3d",
-          "interaction_rounds": 0, "train_target": "crop", "init_from": None}
+          "interaction_rounds": 0, "train_target": "crop", "init_from": None,
+          "case_weights": None}
 
 
 def config_key(cfg: TrainConfig) -> str:

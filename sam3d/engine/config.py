@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -64,7 +65,11 @@ class TrainConfig:
     "centred_lesion": the crops are cut as the test box around a click on a lesion voxel,
     :mod:`sam3d.data.lesion_crops`, and that lesion alone is the target;
     :mod:`sam3d.engine.targets`), ``iterations_per_epoch``
-    (None: one crop per training volume, as the official code), ``val_every``.
+    (None: one crop per training volume, as the official code), ``case_weights`` (None:
+    every training case equally likely; a mapping case id → weight > 0, the cases not named
+    weighing 1: each crop's case drawn with those weights, with replacement; needs
+    ``iterations_per_epoch`` and one process; e.g. a scarce real case drawn more often than
+    many synthetic ones, README), ``val_every``.
     Runtime: ``seed``, ``workers``, ``device`` ("auto", "cpu", "cuda"), ``bf16``,
     ``grad_checkpointing``, ``out_dir``, ``max_minutes`` (stop after the epoch that passes it),
     ``progress`` (tqdm bars), ``tensorboard``.
@@ -106,6 +111,7 @@ class TrainConfig:
     interaction_rounds: int = 0
     train_target: str = "crop"
     iterations_per_epoch: int | None = None
+    case_weights: dict[str, float] | None = None
     val_every: int = 1
     seed: int = 0
     workers: int = 0
@@ -172,6 +178,14 @@ class TrainConfig:
              "train_lesion_clicks ≥ 1")
         need(self.iterations_per_epoch is None or self.iterations_per_epoch >= 1,
              "iterations_per_epoch must be ≥ 1 or null")
+        need(self.case_weights is None or (
+            isinstance(self.case_weights, dict) and bool(self.case_weights)
+            and all(isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+                    and math.isfinite(v) and v > 0 for k, v in self.case_weights.items())),
+             f"case_weights must be null or a mapping case id -> weight > 0, "
+             f"got {self.case_weights!r}")
+        need(self.case_weights is None or self.iterations_per_epoch is not None,
+             "case_weights draws each crop's case with replacement: set iterations_per_epoch")
         need(self.lr > 0 and 0 < self.lr_end_factor <= 1, "lr must be > 0, lr_end_factor in (0, 1]")
         need(self.weight_decay >= 0 and self.grad_clip > 0, "weight_decay ≥ 0, grad_clip > 0")
         need(self.lambda_dice >= 0 and self.lambda_ce >= 0

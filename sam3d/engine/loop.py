@@ -23,7 +23,7 @@ from monai.data import DataLoader
 from monai.losses import DiceCELoss, DiceLoss
 from monai.metrics import compute_dice
 from monai.utils import set_determinism
-from torch.utils.data import DistributedSampler, RandomSampler
+from torch.utils.data import DistributedSampler, RandomSampler, WeightedRandomSampler
 
 from ..baselines.networks import BASELINES
 from ..build import build_sam3d
@@ -83,6 +83,18 @@ def _dice(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float(torch.nan_to_num(d, nan=1.0).mean())
 
 
+def case_weights(dataset, weights: dict[str, float]) -> list[float]:
+    """The weight of each case of the training ``dataset`` (items with a ``"case"`` id), in
+    its order: ``weights[case]``, 1 for a case not named. ``TrainError`` when ``weights``
+    names a case that is not a training case."""
+    cases = [item["case"] for item in dataset.data]
+    unknown = sorted(set(weights) - set(cases))
+    if unknown:
+        raise TrainError(f"case_weights names {unknown}, not among the training cases "
+                         f"{sorted(cases)}")
+    return [float(weights.get(case, 1.0)) for case in cases]
+
+
 class Trainer:
     """``Trainer(cfg, resume=False).run()`` trains and returns the metric history."""
 
@@ -127,8 +139,13 @@ class Trainer:
                               "preprocessing": cfg.preprocessing,
                               # the centred lesion: crops cut around a lesion voxel
                               "sampling": SAMPLING_OF_TARGET.get(cfg.train_target, "paper")}
-        return (build_dataset(cfg.data_dir, self.spec, "train", **kw),
-                build_dataset(cfg.data_dir, self.spec, "val", **kw))
+        train = build_dataset(cfg.data_dir, self.spec, "train", **kw)
+        if cfg.case_weights:
+            case_weights(train, cfg.case_weights)  # the named cases must be training cases
+            if self.dist.world > 1:
+                raise TrainError("case_weights is for one process (a distributed run shards "
+                                 "the cases): leave it out or train on one device")
+        return train, build_dataset(cfg.data_dir, self.spec, "val", **kw)
 
     def preprocessing(self) -> dict:
         s = self.spec
@@ -167,8 +184,13 @@ class Trainer:
     def _loader(self, dataset, epoch: int) -> DataLoader:
         cfg = self.cfg
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        sampler: DistributedSampler | RandomSampler
-        if self.dist.world > 1:
+        sampler: DistributedSampler | RandomSampler | WeightedRandomSampler
+        if cfg.case_weights:  # each crop's case drawn with the given weights
+            assert cfg.iterations_per_epoch is not None  # TrainConfig requires it
+            sampler = WeightedRandomSampler(case_weights(dataset, cfg.case_weights),
+                                            cfg.iterations_per_epoch * cfg.batch_size,
+                                            replacement=True, generator=gen)
+        elif self.dist.world > 1:
             sampler = DistributedSampler(dataset, self.dist.world, self.dist.rank, shuffle=True,
                                          seed=cfg.seed)
             sampler.set_epoch(epoch)

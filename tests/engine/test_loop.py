@@ -126,6 +126,34 @@ def test_a_clicked_lesion_run_trains_and_validates_on_the_clicked_lesion(smoke_c
     assert len(ignored) == (len(calls) if target == "clicked_lesion_ignore" else 0)
 
 
+def test_case_weights_draw_the_named_cases_that_much_more_often(smoke_cfg, monkeypatch) -> None:
+    """``case_weights``: each crop's case drawn with the given weights (the others weigh 1),
+    with replacement; a name that is not a training case stops the run before it trains."""
+    import sam3d.engine.loop as loop
+
+    cfg = smoke_cfg.replace(iterations_per_epoch=60, case_weights={"phantom_001": 8})
+    drawn: list[str] = []
+    train: list[str] = []
+    original = loop.Trainer._loader
+
+    def recording(self, dataset, epoch):
+        loader = original(self, dataset, epoch)
+        train.extend(d["case"] for d in dataset.data)
+        drawn.extend(dataset.data[i]["case"] for i in loader.sampler)
+        return loader
+
+    monkeypatch.setattr(loop.Trainer, "_loader", recording)
+    Trainer(cfg).run()
+    assert len(drawn) == 60 and "phantom_001" in train and len(train) == 3
+    share = drawn.count("phantom_001") / len(drawn)
+    expected = 8 / (8 + len(train) - 1)  # 0.8
+    print(f"\nphantom_001 drawn for {share:.0%} of the crops (expected {expected:.0%})")
+    assert abs(share - expected) < 0.15 and set(drawn) <= set(train)
+    with pytest.raises(TrainError, match="phantom_099"):
+        Trainer(cfg.replace(case_weights={"phantom_099": 2},
+                            out_dir=str(Path(cfg.out_dir) / "other"))).run()
+
+
 def test_the_schedule_decays_linearly_per_epoch(smoke_cfg) -> None:
     history = Trainer(smoke_cfg.replace(epochs=2, lr_end_factor=0.5, val_every=2)).run()
     assert [r["lr"] for r in history] == pytest.approx([1e-3, 0.75e-3])

@@ -57,6 +57,10 @@ def test_the_library_takes_typed_overrides_only() -> None:
     ({"variant": "vit_q"}, "variant"), ({"dataset": "mnist"}, "dataset"),
     ({"tuning": "most"}, "tuning"), ({"lr": -1}, "lr"), ({"device": "tpu"}, "device"),
     ({"colour": "red"}, "unknown setting"),
+    ({"case_weights": {"a": 0}}, "case_weights"), ({"case_weights": {"a": "x"}}, "case_weights"),
+    ({"case_weights": {}}, "case_weights"), ({"case_weights": [1, 2]}, "case_weights"),
+    ({"case_weights": {"a": float("inf")}}, "case_weights"),
+    ({"case_weights": {"a": 2}}, "iterations_per_epoch"),
 ])
 def test_bad_settings_are_refused(override, match) -> None:
     with pytest.raises(ConfigError, match=match):
