@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import check_positive
+from .conv import Conv3d
 
 
 class SpatialAdapter(nn.Module):
@@ -26,7 +27,7 @@ class SpatialAdapter(nn.Module):
         super().__init__()
         check_positive(dim=dim, bottleneck=bottleneck)
         self.linear1 = nn.Linear(dim, bottleneck)
-        self.conv = nn.Conv3d(bottleneck, bottleneck, 3, padding=1, groups=bottleneck)
+        self.conv = Conv3d(bottleneck, bottleneck, 3, padding=1, groups=bottleneck)
         self.linear2 = nn.Linear(bottleneck, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

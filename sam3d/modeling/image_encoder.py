@@ -15,6 +15,7 @@ from ..tuning import PEFT_METHODS, TUNER_METHODS
 from .adapter import SpatialAdapter
 from .attention import WindowAttention3D, shifted_window_mask, window_order
 from .common import LayerNorm3d, check_positive
+from .conv import Conv3d
 from .patch_embed import VolumePatchEmbed
 from .peft import BlockTuner, build_block_tuners
 
@@ -74,9 +75,9 @@ class Block3D(nn.Module):
 def make_neck(dim: int, out_chans: int) -> nn.Sequential:
     """1×1×1 conv → channel LayerNorm → 3×3×3 conv → channel LayerNorm (no conv biases)."""
     return nn.Sequential(
-        nn.Conv3d(dim, out_chans, 1, bias=False),
+        Conv3d(dim, out_chans, 1, bias=False),
         LayerNorm3d(out_chans),
-        nn.Conv3d(out_chans, out_chans, 3, padding=1, bias=False),
+        Conv3d(out_chans, out_chans, 3, padding=1, bias=False),
         LayerNorm3d(out_chans),
     )
 

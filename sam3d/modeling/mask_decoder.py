@@ -10,11 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import check_positive
+from .conv import Conv3d, conv3d
 
 
 def conv_in_relu(cin: int, cout: int) -> list[nn.Module]:
     """3×3×3 conv (no bias) → InstanceNorm3d (no affine) → ReLU."""
-    return [nn.Conv3d(cin, cout, 3, padding=1, bias=False), nn.InstanceNorm3d(cout), nn.ReLU()]
+    return [Conv3d(cin, cout, 3, padding=1, bias=False), nn.InstanceNorm3d(cout), nn.ReLU()]
 
 
 def upsample_matrix(n_in: int, n_out: int, dtype: torch.dtype, device) -> torch.Tensor:
@@ -35,7 +36,7 @@ def upsample_conv3d(h: torch.Tensor, weight: torch.Tensor, size: int) -> torch.T
     """
     b, c, g = h.shape[0], h.shape[1], h.shape[2]
     o = weight.shape[0]
-    mixed = F.conv3d(h, weight.permute(2, 3, 4, 0, 1).reshape(27 * o, c, 1, 1, 1))
+    mixed = conv3d(h, weight.permute(2, 3, 4, 0, 1).reshape(27 * o, c, 1, 1, 1))
     mixed = mixed.view(b, 3, 3, 3, o, g, g, g)
     up = upsample_matrix(g, size, h.dtype, h.device)  # size×g
     padded = F.pad(up, (0, 0, 1, 1))  # rows −1 and size are zero (conv zero padding)
@@ -100,11 +101,11 @@ class MaskDecoder3D(nn.Module):
         self.mlahead = MLAHead(in_chans, mid_chans, levels)
         self.cls = nn.Sequential(
             *conv_in_relu(levels * mid_chans + skip_chans, mid_chans),
-            nn.Conv3d(mid_chans, num_classes, 3, padding=1, bias=False),
+            Conv3d(mid_chans, num_classes, 3, padding=1, bias=False),
         )
         self.click_conv: nn.Conv3d | None = None
         if click_chans:
-            self.click_conv = nn.Conv3d(click_chans, mid_chans, 3, padding=1, bias=False)
+            self.click_conv = Conv3d(click_chans, mid_chans, 3, padding=1, bias=False)
             nn.init.zeros_(self.click_conv.weight)  # the paper's logits until trained
 
     def forward(self, feats: Sequence[torch.Tensor], skip: torch.Tensor, out_size: int,
@@ -127,7 +128,7 @@ class MaskDecoder3D(nn.Module):
         head_chans = w.shape[1] - skip.shape[1]  # levels × mid_chans, then the skip channels
         per = head_chans // self.mlahead.levels
         fixed = [i for i in range(len(feats)) if i not in prompted]
-        x = F.conv3d(skip, w[:, head_chans:], padding=1)
+        x = conv3d(skip, w[:, head_chans:], padding=1)
         if fixed:
             heads = torch.cat([self.mlahead.head(i)(feats[i]) for i in fixed], 1)
             x = x + upsample_conv3d(heads, _level_weights(w, fixed, per), skip.shape[-1])

@@ -34,6 +34,7 @@ from torch import nn
 
 from ..tuning import TUNER_METHODS
 from .common import check_positive
+from .conv import Conv3d
 
 
 def channels_first(x: torch.Tensor) -> torch.Tensor:
@@ -52,7 +53,7 @@ def depthwise(channels: int, kernel: tuple[int, int, int]) -> nn.Conv3d:
         raise ValueError(f"kernel edges must be odd and positive, got {kernel}")
     # tuple() of a generator loses the length: it is the kernel's, three
     padding = cast("tuple[int, int, int]", tuple(k // 2 for k in kernel))
-    return nn.Conv3d(channels, channels, kernel, padding=padding, groups=channels)
+    return Conv3d(channels, channels, kernel, padding=padding, groups=channels)
 
 
 class BlockTuner(nn.Module):
@@ -214,12 +215,12 @@ class MedAdapterTuner(BlockTuner):
                                     nn.BatchNorm3d(width), nn.ReLU())
         self.freq_weight = nn.Parameter(torch.ones(1, 1, 1, 1, grid))
         self.freq_bias = nn.Parameter(torch.ones(1, 1, 1, 1, grid))
-        self.mix = nn.Conv3d(width, width, 1)
+        self.mix = Conv3d(width, width, 1)
         self.up = nn.Linear(width, dim)
         self.inter_stage = inter_stage
         if inter_stage:
-            self.link = nn.Conv3d(width, width, 1)
-            self.fuse = nn.Conv3d(2 * width, width, 1)
+            self.link = Conv3d(width, width, 1)
+            self.fuse = Conv3d(2 * width, width, 1)
 
     def global_branch(self, z: torch.Tensor) -> torch.Tensor:
         """Frequency filtering along all three axes, in float32: ``B×C×X×Y×Z`` → same."""

@@ -1,0 +1,89 @@
+"""sam3d.modeling.conv: the oneDNN path equals F.conv3d (values and gradients) and is taken."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.profiler import ProfilerActivity, profile
+
+from sam3d.modeling.conv import Conv3d, conv3d
+
+CASES = [  # input, weight, padding, groups, bias
+    ((1, 16, 12, 12, 12), (2, 16, 3, 3, 3), 1, 1, False),  # the decoder's last conv, small
+    ((1, 8, 6, 7, 8), (5, 8, 3, 3, 3), 1, 1, True),  # not cubic, with a bias
+    ((2, 6, 5, 5, 5), (6, 1, 3, 3, 3), 1, 6, True),  # depthwise (the adapters)
+    ((1, 12, 4, 4, 4), (4, 12, 1, 1, 1), 0, 1, False),  # 1×1×1 (neck, upsample_conv3d)
+    ((1, 4, 5, 5, 5), (6, 2, 3, 3, 3), (0, 1, 2), 2, False),  # grouped, mixed padding
+    ((1, 3, 5, 5, 5), (3, 3, 1, 1, 3), (0, 0, 1), 1, True),  # the adapters' slice kernels
+]
+
+
+def _pair(case, seed=0):
+    shape, wshape, padding, groups, with_bias = case
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g)
+    w = torch.randn(wshape, generator=g)
+    b = torch.randn(wshape[0], generator=g) if with_bias else None
+    return x, w, b, padding, groups
+
+
+def _leaves(*tensors):
+    return [None if t is None else t.detach().clone().requires_grad_() for t in tensors]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_values_and_gradients_equal_f_conv3d(case):
+    x, w, b, padding, groups = _pair(case)
+    ref = _leaves(x, w, b)
+    out_ref = F.conv3d(ref[0], ref[1], ref[2], 1, padding, 1, groups)
+    (out_ref.square() * 0.5).sum().backward()
+    ours = _leaves(x, w, b)
+    out = conv3d(ours[0], ours[1], ours[2], padding, groups)
+    (out.square() * 0.5).sum().backward()
+    assert out.shape == out_ref.shape
+    for a, r in zip([out] + [t.grad for t in ours if t is not None],
+                    [out_ref] + [t.grad for t in ref if t is not None], strict=True):
+        assert a.shape == r.shape
+        assert (a - r).abs().max() <= 1e-5 * r.abs().max()
+
+
+def test_the_onednn_kernel_is_taken_where_torch_would_take_slow_conv3d():
+    x, w, b, padding, groups = _pair(CASES[0])
+    ref, ours = _leaves(x, w), _leaves(x, w)
+
+    def ops(fn, leaves):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            fn(*leaves).sum().backward()
+        return {e.key for e in prof.key_averages()}
+
+    slow = ops(lambda a, c: F.conv3d(a, c, None, 1, 1), ref)
+    fast = ops(lambda a, c: conv3d(a, c, None, 1), ours)
+    assert "aten::slow_conv3d_forward" in slow  # torch's size rule (see module)
+    assert "aten::mkldnn_convolution" in fast
+    assert not {k for k in fast if "slow_conv3d" in k}
+
+
+def test_other_cases_are_f_conv3d_itself():
+    x, w, b, padding, groups = _pair(CASES[1])
+    assert torch.equal(conv3d(x.double(), w.double(), b.double(), padding, groups),
+                       F.conv3d(x.double(), w.double(), b.double(), 1, padding, 1, groups))
+    strided = Conv3d(8, 5, 3, stride=2, padding=1)
+    plain = nn.Conv3d(8, 5, 3, stride=2, padding=1)
+    plain.load_state_dict(strided.state_dict())
+    assert torch.equal(strided(x), plain(x))
+
+
+def test_the_module_is_nn_conv3d_with_the_same_state_dict():
+    torch.manual_seed(0)
+    ours, plain = Conv3d(8, 5, 3, padding=1), nn.Conv3d(8, 5, 3, padding=1)
+    assert isinstance(ours, nn.Conv3d)
+    assert list(ours.state_dict()) == list(plain.state_dict())
+    plain.load_state_dict(ours.state_dict())
+    x = torch.randn(1, 8, 6, 6, 6)
+    assert (ours(x) - plain(x)).abs().max() <= 1e-5 * plain(x).abs().max()
+
+
+def test_bad_padding_is_refused():
+    x, w, _, _, _ = _pair(CASES[0])
+    with pytest.raises(ValueError, match="one int or three"):
+        conv3d(x, w, None, (1, 1))
