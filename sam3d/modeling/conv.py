@@ -2,10 +2,10 @@
 
 PyTorch sends a float32 CPU ``conv3d`` to oneDNN (mkldnn) only when a size rule holds (batch
 above 1, grouped, kernel above 3, or ``C·D·H`` of the input above 20,480); otherwise it takes
-``slow_conv3d``, an unfold-and-matmul loop. The decoder's convolutions at batch 1 fall on the
-slow side: its last convolution (``1×16×32³ → 2`` channels, tiny model) took 75 ms forward and
-backward there against 10 ms in oneDNN on the project's 2-core CPU, and a ``book_real`` epoch
-28.6 s against 21.3 s (README, "Speed on a CPU").
+``slow_conv3d``, an unfold-and-matmul loop. Most of the decoder's convolutions at batch 1 fall
+on the slow side: its last convolution (``1×16×32³ → 2`` channels, tiny model) took 75 ms
+forward and backward there against 10 ms in oneDNN on the project's 2-core CPU, and a
+``book_real`` epoch 28.6 s against 21.3 s (README, "Speed and memory").
 
 :func:`conv3d` computes the same convolution (stride 1, no dilation, zero padding) with
 ``torch.mkldnn_convolution`` in the forward pass and in both gradients: the input's gradient is
