@@ -12,7 +12,8 @@ forward and backward there against 10 ms in oneDNN on the project's 2-core CPU, 
 the convolution of the output's gradient with the flipped, transposed kernel, the weight's the
 convolution of the input with the output's gradient (batch and channels exchanged). The result
 equals ``F.conv3d`` up to float rounding (tests: ≤ 1e-5 relative, gradients included). Any other
-case (GPU, another dtype, stride, dilation, a build without oneDNN) is ``F.conv3d`` itself.
+case (GPU, another dtype, CPU autocast, stride, dilation, a build without oneDNN) is
+``F.conv3d`` itself.
 :class:`Conv3d` is ``nn.Conv3d`` (same parameters and state-dict keys) computed that way.
 """
 
@@ -79,7 +80,8 @@ def conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     ``Cout×Cin/groups×kD×kH×kW``."""
     pad = _triple(padding)
     if (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
-            and x.dim() == 5 and torch.backends.mkldnn.is_available()
+            and x.dim() == 5 and not torch.is_autocast_enabled("cpu")  # bf16: torch's own
+            and torch.backends.mkldnn.is_available()
             and torch.backends.mkldnn.enabled
             and all(p < k for p, k in zip(pad, weight.shape[2:], strict=True))
             and (bias is None or bias.dtype == torch.float32)):

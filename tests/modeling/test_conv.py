@@ -11,6 +11,7 @@ from sam3d.modeling.conv import Conv3d, conv3d
 CASES = [  # input, weight, padding, groups, bias
     ((1, 16, 12, 12, 12), (2, 16, 3, 3, 3), 1, 1, False),  # the decoder's last conv, small
     ((1, 8, 6, 7, 8), (5, 8, 3, 3, 3), 1, 1, True),  # not cubic, with a bias
+    ((2, 5, 6, 6, 6), (3, 5, 3, 3, 3), 1, 1, True),  # batch 2: the weight gradient sums it
     ((2, 6, 5, 5, 5), (6, 1, 3, 3, 3), 1, 6, True),  # depthwise (the adapters)
     ((1, 12, 4, 4, 4), (4, 12, 1, 1, 1), 0, 1, False),  # 1×1×1 (neck, upsample_conv3d)
     ((1, 4, 5, 5, 5), (6, 2, 3, 3, 3), (0, 1, 2), 2, False),  # grouped, mixed padding
@@ -67,6 +68,10 @@ def test_other_cases_are_f_conv3d_itself():
     x, w, b, padding, groups = _pair(CASES[1])
     assert torch.equal(conv3d(x.double(), w.double(), b.double(), padding, groups),
                        F.conv3d(x.double(), w.double(), b.double(), 1, padding, 1, groups))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 training: torch's autocast cast
+        ours = conv3d(x, w, b, padding, groups)
+        ref = F.conv3d(x, w, b, 1, padding, 1, groups)
+    assert ours.dtype == torch.bfloat16 and torch.equal(ours, ref)
     strided = Conv3d(8, 5, 3, stride=2, padding=1)
     plain = nn.Conv3d(8, 5, 3, stride=2, padding=1)
     plain.load_state_dict(strided.state_dict())
