@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
-from sam3d.modeling.conv import Conv3d, conv3d
+from sam3d.modeling.conv import Conv3d, _OneDnnConv3d, conv3d, torch_takes_slow_conv3d
 
 CASES = [  # input, weight, padding, groups, bias
     ((1, 16, 12, 12, 12), (2, 16, 3, 3, 3), 1, 1, False),  # the decoder's last conv, small
@@ -32,14 +32,20 @@ def _leaves(*tensors):
     return [None if t is None else t.detach().clone().requires_grad_() for t in tensors]
 
 
+def _onednn(x, w, b, padding, groups):
+    return _OneDnnConv3d.apply(x, w, b, (padding,) * 3 if isinstance(padding, int) else padding,
+                               groups)
+
+
+@pytest.mark.parametrize("fn", [conv3d, _onednn], ids=["conv3d", "onednn"])
 @pytest.mark.parametrize("case", CASES)
-def test_values_and_gradients_equal_f_conv3d(case):
+def test_values_and_gradients_equal_f_conv3d(case, fn):
     x, w, b, padding, groups = _pair(case)
     ref = _leaves(x, w, b)
     out_ref = F.conv3d(ref[0], ref[1], ref[2], 1, padding, 1, groups)
     (out_ref.square() * 0.5).sum().backward()
     ours = _leaves(x, w, b)
-    out = conv3d(ours[0], ours[1], ours[2], padding, groups)
+    out = fn(ours[0], ours[1], ours[2], padding, groups)
     (out.square() * 0.5).sum().backward()
     assert out.shape == out_ref.shape
     for a, r in zip([out] + [t.grad for t in ours if t is not None],
@@ -48,17 +54,45 @@ def test_values_and_gradients_equal_f_conv3d(case):
         assert (a - r).abs().max() <= 1e-5 * r.abs().max()
 
 
+def _kernels(fn, *leaves):
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn(*leaves).sum().backward()
+    return {e.key for e in prof.key_averages()}
+
+
+RULE = [  # input, weight, groups: around each clause of torch's size rule
+    ((1, 20, 32, 32, 8), (4, 20, 3, 3, 3), 1),  # C·D·H = 20,480: slow
+    ((1, 21, 32, 32, 8), (4, 21, 3, 3, 3), 1),  # 21,504: oneDNN
+    ((2, 4, 8, 8, 8), (4, 4, 3, 3, 3), 1),  # batch 2
+    ((1, 4, 8, 8, 8), (4, 2, 3, 3, 3), 2),  # grouped
+    ((1, 4, 8, 8, 8), (4, 4, 5, 5, 5), 1),  # kernel above 3
+    ((1, 4, 8, 8, 8), (4, 4, 1, 1, 1), 1),  # 1×1, small
+    ((1, 96, 16, 16, 4), (8, 96, 1, 1, 1), 1),  # 1×1, large
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("case", RULE)
+def test_the_size_rule_is_torch_s(case, threads):
+    shape, wshape, groups = case
+    x, w = torch.randn(shape, requires_grad=True), torch.randn(wshape, requires_grad=True)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        slow = "aten::slow_conv3d_forward" in _kernels(
+            lambda a, c: F.conv3d(a, c, None, 1, 0, 1, groups), x, w)
+        predicted = torch_takes_slow_conv3d(x, w, groups)
+        ours = _kernels(lambda a, c: conv3d(a, c, None, 0, groups), x, w)
+    finally:
+        torch.set_num_threads(before)
+    assert slow == predicted
+    assert not {k for k in ours if "slow_conv3d" in k}  # never the slow kernel
+
+
 def test_the_onednn_kernel_is_taken_where_torch_would_take_slow_conv3d():
     x, w, b, padding, groups = _pair(CASES[0])
-    ref, ours = _leaves(x, w), _leaves(x, w)
-
-    def ops(fn, leaves):
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            fn(*leaves).sum().backward()
-        return {e.key for e in prof.key_averages()}
-
-    slow = ops(lambda a, c: F.conv3d(a, c, None, 1, 1), ref)
-    fast = ops(lambda a, c: conv3d(a, c, None, 1), ours)
+    slow = _kernels(lambda a, c: F.conv3d(a, c, None, 1, 1), *_leaves(x, w))
+    fast = _kernels(lambda a, c: conv3d(a, c, None, 1), *_leaves(x, w))
     assert "aten::slow_conv3d_forward" in slow  # torch's size rule (see module)
     assert "aten::mkldnn_convolution" in fast
     assert not {k for k in fast if "slow_conv3d" in k}
