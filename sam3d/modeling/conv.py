@@ -5,7 +5,7 @@ PyTorch sends a float32 CPU ``conv3d`` to oneDNN (mkldnn) only when a size rule 
 of the input exceeds 20,480); otherwise it takes ``slow_conv3d``, an unfold-and-matmul loop.
 Most of the decoder's convolutions fall on the slow side: its last convolution
 (``1×16×32³ → 2`` channels, tiny model) took 75 ms forward and backward there against 10 ms in
-oneDNN on the project's 2-core CPU, and a ``book_real`` epoch 28.6 s against 21.3 s (README,
+oneDNN on the project's 2-core CPU, and a ``book_real`` epoch 28.6 s against 19.0 s (README,
 "Speed and memory").
 
 :func:`conv3d` computes those convolutions (stride 1, no dilation, zero padding) with
@@ -35,8 +35,9 @@ def _triple(value: int | tuple[int, ...]) -> tuple[int, int, int]:
     return (int(t[0]), int(t[1]), int(t[2]))
 
 
-def _mkldnn(x: torch.Tensor, w: torch.Tensor, padding, groups: int) -> torch.Tensor:
-    return torch.mkldnn_convolution(x.contiguous(), w.contiguous(), None, padding, _ONE, _ONE,
+def _mkldnn(x: torch.Tensor, w: torch.Tensor, padding, groups: int,
+            bias: torch.Tensor | None = None) -> torch.Tensor:
+    return torch.mkldnn_convolution(x.contiguous(), w.contiguous(), bias, padding, _ONE, _ONE,
                                     groups)
 
 
@@ -47,8 +48,7 @@ class _OneDnnConv3d(torch.autograd.Function):
     def forward(ctx, x, weight, bias, padding, groups):
         ctx.save_for_backward(x, weight)
         ctx.padding, ctx.groups, ctx.has_bias = padding, groups, bias is not None
-        return torch.mkldnn_convolution(x.contiguous(), weight.contiguous(), bias, padding, _ONE,
-                                        _ONE, groups)
+        return _mkldnn(x, weight, padding, groups, bias)
 
     @staticmethod
     def backward(ctx, grad):
