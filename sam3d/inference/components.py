@@ -28,10 +28,10 @@ REACH = 1
 KEEP = ("all", "clicked")
 
 
-def keep_clicked(prob: torch.Tensor, clicks: np.ndarray, reach: int = REACH) -> torch.Tensor:
-    """``prob`` (``D×H×W``) with the predicted components that no positive click reaches set to
-    0; ``clicks``: ``k×3`` (d, h, w) voxel indices of the positive clicks (none: nothing is
-    kept). Voxels below the threshold are returned as they are."""
+def clicked_components(prob: torch.Tensor, clicks: np.ndarray, reach: int = REACH) -> np.ndarray:
+    """Bool ``D×H×W``: the voxels of ``prob`` (``D×H×W``) at or above the threshold that lie in
+    a 26-connected component reaching within ``reach`` voxels of one of the ``k×3`` (d, h, w)
+    positive ``clicks`` (none: nothing)."""
     import torch
 
     from ..data.lesion_split import lesion_components
@@ -49,5 +49,15 @@ def keep_clicked(prob: torch.Tensor, clicks: np.ndarray, reach: int = REACH) -> 
         hi = np.minimum(point + reach + 1, mask.shape)
         window = comp[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
         kept.update(int(i) for i in np.unique(window) if i)
-    drop = mask & ~np.isin(comp, sorted(kept))
+    return mask & np.isin(comp, sorted(kept))
+
+
+def keep_clicked(prob: torch.Tensor, clicks: np.ndarray, reach: int = REACH) -> torch.Tensor:
+    """``prob`` (``D×H×W``) with the predicted components that no positive click reaches set to
+    0 (:func:`clicked_components`); ``clicks``: ``k×3`` (d, h, w) voxel indices of the positive
+    clicks (none: nothing is kept). Voxels below the threshold are returned as they are."""
+    import torch
+
+    kept = clicked_components(prob, clicks, reach)
+    drop = (prob >= THRESHOLD).cpu().numpy() & ~kept
     return prob.masked_fill(torch.as_tensor(drop, device=prob.device), 0.0)
