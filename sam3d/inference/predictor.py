@@ -38,6 +38,11 @@ decoded from its stored embedding, with logits equal to a fresh forward pass.
 ``keep``: "all" (the paper: every predicted voxel) or "clicked" (only the predicted components
 a positive click is on, :mod:`sam3d.inference.components`); by default the model's own: "clicked"
 for the ``*_maps`` variants, which are trained to segment the lesion a click is on.
+
+``zoom``: a factor ``z`` ≥ 1 ("roi" and "objects"): a box first tried at ``1/z`` of the crop's
+edge, enlarged to the crop, and kept where the clicked lesion fits in it
+(:mod:`sam3d.inference.zoom`); by default the model's own: 2 for the ``*_maps`` variants, 1 (no
+zoom, the paper) for every other model. "sliding" and "auto" never zoom.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ from ..modeling.common import check_positive
 from .components import KEEP, keep_clicked
 from .embeddings import DEFAULT_BUDGET, EmbeddingCache
 from .roi import Box, clicks_in_roi, crop_roi, paste_roi, roi_box
+from .zoom import check_zoom, default_zoom, enlarge, fits, shrink, zoom_points
 
 MODES = ("roi", "sliding", "objects", "auto")
 
@@ -65,11 +71,12 @@ MODES = ("roi", "sliding", "objects", "auto")
 class Predictor:
     """``Predictor(model, spec, device)``; ``spec`` must carry window/mean/std.
     ``cache_bytes``: the memory budget of the window embeddings kept for reuse; ``keep``: "all"
-    or "clicked" (None: the model's own, see the module)."""
+    or "clicked" (None: the model's own, see the module); ``zoom``: a factor ≥ 1 (None: the
+    model's own, see the module)."""
 
     def __init__(self, model: torch.nn.Module, spec: DatasetSpec, device="cpu",
                  overlap: float = 0.5, cache_bytes: int = DEFAULT_BUDGET,
-                 keep: str | None = None):
+                 keep: str | None = None, zoom: int | None = None):
         if not spec.has_statistics:
             raise ValueError(f"spec {spec.name!r} has no intensity statistics")
         if not 0 <= overlap < 1:
@@ -86,6 +93,7 @@ class Predictor:
         self.overlap = overlap
         # Sam3D and the prompt-free baselines expose the crop edge as an int property
         self.crop = cast(int, model.crop)
+        self.zoom = check_zoom(default_zoom(model) if zoom is None else zoom, self.crop)
         self.chain = build_transforms(spec, "test", crop=self.crop)
         self.embeddings = EmbeddingCache(self.model, cache_bytes)
         self.boxes: list[Box] = []  # the boxes of the last "roi" / "objects" prediction
@@ -149,15 +157,21 @@ class Predictor:
             return self._automatic(volume)
         assert positive is not None
         if mode == "roi":
-            box = roi_box(clicks[positive], shape, self.crop)
-            inside = _inside(clicks, box.start, self.crop)
-            if not (inside & positive).any():  # clicks spread wider than the box: centre on
-                box = roi_box(clicks[positive][:1], shape, self.crop)  # the first positive
+            zoomed = self._zoomed(volume, clicks, positive, first)
+            if zoomed is not None:
+                box, box_prob = zoomed
+                inside = _inside(clicks, box.start, box.size)
+            else:
+                box = roi_box(clicks[positive], shape, self.crop)
                 inside = _inside(clicks, box.start, self.crop)
+                if not (inside & positive).any():  # clicks spread wider than the box: centre
+                    box = roi_box(clicks[positive][:1], shape, self.crop)  # on the first
+                    inside = _inside(clicks, box.start, self.crop)  # positive
+                box_prob = self._box_probability(volume, clicks[inside], box, positive[inside],
+                                                 first)
             self.clicks_used = int(inside.sum())
             self.boxes = [box]
-            prob = paste_roi(self._box_probability(volume, clicks[inside], box,
-                                                   positive[inside], first), box, shape)
+            prob = paste_roi(box_prob, box, shape)
             used = clicks[inside & positive]
         else:
             self.clicks_used = len(clicks)
@@ -177,15 +191,35 @@ class Predictor:
 
     def _box_probability(self, volume: torch.Tensor, clicks: np.ndarray, box: Box,
                          positive: np.ndarray, first: int) -> torch.Tensor:
-        """Lesion probability ``c×c×c`` of ``box`` prompted with its ``clicks`` (volume grid)
-        labelled ``positive`` ``(k,)``; ``first``: the first prompt's size for a model with
-        click maps (capped at the clicks; 0 without maps)."""
+        """Lesion probability ``s×s×s`` of ``box`` (edge ``s``: the crop, or the crop over the
+        zoom factor, enlarged to the crop for the model) prompted with its ``clicks`` (volume
+        grid) labelled ``positive`` ``(k,)``; ``first``: the first prompt's size for a model
+        with click maps (capped at the clicks; 0 without maps)."""
+        factor = self.crop // box.size
         patch = crop_roi(volume, box)[None].to(self.device)
         rel = clicks_in_roi(clicks, box)
+        if factor > 1:
+            patch, rel = enlarge(patch, self.crop), zoom_points(rel, factor)
         pts = torch.as_tensor(rel, dtype=torch.float32)[None].to(self.device)
         logits = self.embeddings.logits(patch, pts, self._labels(positive),
                                         min(first, len(rel)))
-        return torch.softmax(logits, 1)[0, 1].cpu()
+        prob = torch.softmax(logits, 1)[0, 1].cpu()
+        return shrink(prob, factor) if factor > 1 else prob
+
+    def _zoomed(self, volume: torch.Tensor, clicks: np.ndarray, positive: np.ndarray,
+                first: int) -> tuple[Box, torch.Tensor] | None:
+        """The zoomed box of the clicks and its probability (``s×s×s``) when the clicked
+        lesion fits in it (:func:`~sam3d.inference.zoom.fits`), else None (and without zoom,
+        or when a positive click lies outside the small box)."""
+        if self.zoom == 1:
+            return None
+        box = roi_box(clicks[positive], tuple(volume.shape[1:]), self.crop // self.zoom)
+        inside = _inside(clicks, box.start, box.size)
+        if not inside[positive].all():
+            return None
+        prob = self._box_probability(volume, clicks[inside], box, positive[inside], first)
+        return (box, prob) if fits(prob, clicks_in_roi(clicks[inside & positive], box)) \
+            else None
 
     def _objects(self, volume: torch.Tensor, clicks: np.ndarray,
                  positive: np.ndarray, first: int) -> torch.Tensor:
@@ -196,7 +230,7 @@ class Predictor:
             raise ValueError("mode 'objects' needs at least one click")
         groups: list[tuple[Box, list[int]]] = []
         for i, click in enumerate(clicks):
-            homes = [g for g in groups if _inside(click[None], g[0].start, self.crop)[0]]
+            homes = [g for g in groups if _inside(click[None], g[0].start, g[0].size)[0]]
             if not positive[i]:
                 if not homes:
                     raise ValueError(f"negative click {tuple(int(v) for v in click)} lies in no "
@@ -206,8 +240,10 @@ class Predictor:
                     home[1].append(i)
             elif homes:
                 homes[0][1].append(i)
-            else:
-                groups.append((roi_box(click[None], shape, self.crop), [i]))
+            else:  # a new object: its box (zoomed if its lesion fits) fixed by this click
+                zoomed = self._zoomed(volume, click[None], positive[i:i + 1], first)
+                box = roi_box(click[None], shape, self.crop) if zoomed is None else zoomed[0]
+                groups.append((box, [i]))
         out = torch.zeros(shape)
         for box, members in groups:
             prob = paste_roi(self._box_probability(volume, clicks[members], box,
