@@ -15,6 +15,10 @@ from .utils.files import atomic_write_text
 KEEP_HELP = ("what a mask keeps: all (every predicted voxel, the paper) or clicked (the "
              "predicted components a positive click is on); default: the model's own (clicked "
              "for the *_maps variants, e.g. the book's real-CT model)")
+ZOOM_HELP = ("zoom factor on a small lesion (1: none, the paper): the clicks are predicted first "
+             "in a box of 1/ZOOM of the crop's edge, enlarged to the crop, kept where the "
+             "clicked lesion fits in half of it; default: the model's own (2 for the *_maps "
+             "variants, 1 otherwise); modes roi and objects")
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -105,7 +109,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     res = evaluate_dataset(model, spec, args.data, args.out, settings, part=args.part,
                            ids=args.case, split=split, clicks=args.clicks,
                            save_masks=args.save_masks, overwrite=args.overwrite,
-                           device=args.device, keep=args.keep)
+                           device=args.device, keep=args.keep, zoom=args.zoom)
     for row in res["summary"]:
         print(f"{row['position']:>8} {row['mode']:>7} k={row['k']:<2} n={row['cases']:<3} "
               f"Dice {row['dice_mean']:.4f}"
@@ -137,6 +141,10 @@ def _check_official_flags(args: argparse.Namespace) -> None:
     if args.mode not in (None, "roi"):
         raise ValueError(f"--protocol official scores one 128³ ROI per case: --mode {args.mode} "
                          "is for --protocol sam3d")
+    if args.zoom not in (None, 1) or args.keep not in (None, "all"):
+        flag = f"--zoom {args.zoom}" if args.zoom not in (None, 1) else f"--keep {args.keep}"
+        raise ValueError(f"{flag} is not part of the official protocol (the whole 128³ ROI, "
+                         "every predicted voxel): use --protocol sam3d")
     for flag, value, default in (("--position", args.position, "random"),
                                  ("--refine", args.refine, 0),
                                  ("--tolerance", args.tolerance, 5.0)):
@@ -194,7 +202,7 @@ def _predict(args: argparse.Namespace) -> int:
     model, spec = load_for_inference(args.checkpoint, args.sam_checkpoint, args.dataset,
                                      args.device)
     res = predict_file(model, spec, args.image, clicks, out=args.out, mode=args.mode,
-                       device=args.device, labels=labels, keep=args.keep)
+                       device=args.device, labels=labels, keep=args.keep, zoom=args.zoom)
     negative = len(labels) - sum(labels)
     used = "" if res.clicks_used == len(clicks) else \
         f", {res.clicks_used} of them inside the {args.mode} box"
@@ -269,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: the training run's, read from the checkpoint)")
     ev.add_argument("--clicks", default=None, help="replay the clicks of an earlier clicks.json")
     ev.add_argument("--keep", choices=KEEP, default=None, help=KEEP_HELP)
+    ev.add_argument("--zoom", type=int, default=None, help=ZOOM_HELP)
     ev.add_argument("--save-masks", action="store_true")
     ev.add_argument("--overwrite", action="store_true")
     ev.add_argument("--device", default="cpu")
@@ -294,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "box holds it")
     pr.add_argument("--mode", choices=("roi", "objects", "sliding"), default="roi")
     pr.add_argument("--keep", choices=KEEP, default=None, help=KEEP_HELP)
+    pr.add_argument("--zoom", type=int, default=None, help=ZOOM_HELP)
     pr.add_argument("--device", default="cpu")
     pr.add_argument("--out", required=True, help="mask file (.nii.gz, .nrrd, .mha)")
     pr.set_defaults(func=_predict)

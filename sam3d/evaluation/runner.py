@@ -37,10 +37,11 @@ def evaluate_dataset(model, spec: DatasetSpec, data_dir: str | Path, out_dir: st
                      settings: EvalSettings, *, part: str = "test", ids: list[str] | None = None,
                      split: SplitRef | None = None, clicks: str | Path | None = None,
                      save_masks: bool = False, overwrite: bool = False, device="cpu",
-                     progress: bool = True, keep: str | None = None) -> dict:
+                     progress: bool = True, keep: str | None = None,
+                     zoom: int | None = None) -> dict:
     """Run :func:`evaluate_case` over a split; returns the summary rows and file paths.
-    ``keep``: what a prediction keeps (:class:`~sam3d.inference.predictor.Predictor`; None: the
-    model's own rule).
+    ``keep``: what a prediction keeps, ``zoom``: its zoom factor on small lesions
+    (:class:`~sam3d.inference.predictor.Predictor`; None: the model's own).
 
     The cases are ``ids``, else ``part`` of ``split`` — give the *training* run's reference
     (:func:`sam3d.checkpoint.split_reference`: its split file, fold and seed), or a test case
@@ -48,7 +49,7 @@ def evaluate_dataset(model, spec: DatasetSpec, data_dir: str | Path, out_dir: st
     """
     out, index, ids, replay, iterator = _start(out_dir, overwrite, data_dir, spec.name, ids,
                                                part, split, clicks, progress, "evaluate")
-    predictor = Predictor(model, spec, device, keep=keep)
+    predictor = Predictor(model, spec, device, keep=keep, zoom=zoom)
     rows, refinement, click_sets = [], [], []
     for case_id in iterator:
         entry = index.cases[case_id]

@@ -57,13 +57,15 @@ def real_model(root: str | Path = RUNS, until: int | None = None) -> dict:
 def lesion_scores(checkpoints: Mapping[str, str | Path], out_dir: str | Path, *,
                   lesions: str | Path, ks=(1, 3, 10), seed: int = 0, device: str = "cpu",
                   keep: Mapping[str, str] | None = None,
+                  zoom: Mapping[str, int] | None = None,
                   position: str = "random") -> dict[str, Any]:
     """k-click Dice and NSD (5 mm, %) of each model of ``checkpoints`` (label → file) on every
     held-out lesion case under ``lesions``, with the clicks of ``seed`` (the same for every
     model) placed at ``position`` ("random": the paper's protocol, or "centre", "adjacent",
     "margin", :data:`sam3d.evaluation.protocol.CLICK_POSITIONS`). ``keep``: label → what its
     masks keep ("all" or "clicked", :class:`~sam3d.inference.predictor.Predictor`; a label not
-    there: the model's own rule).
+    there: the model's own rule); ``zoom``: label → its zoom factor on small lesions (1: none;
+    a label not there: the model's own, :mod:`sam3d.inference.zoom`).
     Each model's evaluation folder is ``out_dir/<label>`` (rewritten; characters other than
     letters, digits, ``.`` and ``-`` become ``_``).
 
@@ -84,9 +86,11 @@ def lesion_scores(checkpoints: Mapping[str, str | Path], out_dir: str | Path, *,
     if not checkpoints:
         raise ValueError("checkpoints is empty: give at least one label → checkpoint")
     settings = EvalSettings(ks=tuple(ks), modes=("roi",), seed=seed, position=position)
-    keep = dict(keep or {})
-    if set(keep) - set(checkpoints):
-        raise ValueError(f"keep names unknown models {sorted(set(keep) - set(checkpoints))}")
+    keep, zoom = dict(keep or {}), dict(zoom or {})
+    for name, given in (("keep", keep), ("zoom", zoom)):
+        if set(given) - set(checkpoints):
+            raise ValueError(f"{name} names unknown models "
+                             f"{sorted(set(given) - set(checkpoints))}")
     lesions = project_path(lesions)
     index = read_index(lesions)
     ids = sorted(index.cases)
@@ -98,7 +102,7 @@ def lesion_scores(checkpoints: Mapping[str, str | Path], out_dir: str | Path, *,
         t0 = time.time()
         res = evaluate_dataset(model, spec, lesions, out, settings, ids=ids, save_masks=True,
                                overwrite=True, device=device, progress=False,
-                               keep=keep.get(label))
+                               keep=keep.get(label), zoom=zoom.get(label))
         seconds[label] = time.time() - t0
         for k in settings.ks:
             sel = [r for r in res["rows"] if r["k"] == k]

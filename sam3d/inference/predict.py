@@ -134,11 +134,12 @@ def _statistics_from(spec: DatasetSpec, data_dir: str | Path, split) -> DatasetS
 
 def predict_file(model: torch.nn.Module, spec: DatasetSpec, image: str | Path, clicks,
                  out: str | Path | None = None, mode: str = "roi", device="cpu",
-                 labels=None, keep: str | None = None) -> PredictResult:
+                 labels=None, keep: str | None = None,
+                 zoom: int | None = None) -> PredictResult:
     """Segment the lesion under ``clicks`` (``k×3``) labelled ``labels`` (``(k,)``, 1 =
     positive, 0 = negative; None = all positive) in ``image``; write ``out`` if given.
-    ``keep``: what the mask keeps (:class:`~sam3d.inference.predictor.Predictor`; None: the
-    model's own rule).
+    ``keep``: what the mask keeps, ``zoom``: the zoom factor on a small lesion
+    (:class:`~sam3d.inference.predictor.Predictor`; None: the model's own).
 
     Every input is checked before the image goes through the test chain: the clicks, the
     labels (for this model) and ``out``; a negative click in no object's box (``"objects"``)
@@ -146,7 +147,7 @@ def predict_file(model: torch.nn.Module, spec: DatasetSpec, image: str | Path, c
     t0 = time.time()
     reference = load_volume(image, "image")  # clear errors before any transform runs
     pts = check_clicks(clicks, user_shape(reference))
-    predictor = Predictor(model, spec, device, keep=keep)
+    predictor = Predictor(model, spec, device, keep=keep, zoom=zoom)
     positive = predictor.check_labels(labels, len(pts))
     if out is not None:
         _check_out(out)

@@ -89,6 +89,8 @@ def test_cli_official_protocol_runs_and_replays(data, checkpoint, tmp_path, caps
     (["--mode", "sliding"], "--mode sliding is for --protocol sam3d"),
     (["--refine", "2"], "--refine 2 is not part of the official protocol"),
     (["--position", "centre"], "--position centre is not part of the official protocol"),
+    (["--zoom", "2"], "--zoom 2 is not part of the official protocol"),
+    (["--keep", "clicked"], "--keep clicked is not part of the official protocol"),
 ])
 def test_cli_refuses_what_the_official_protocol_does_not_do(data, checkpoint, tmp_path, capsys,
                                                            flags, message):

@@ -79,6 +79,25 @@ def test_each_lesion_the_mean_and_the_pooled_dice(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="unknown models"):
         R.lesion_scores({"a": tmp_path / "exact.pt"}, tmp_path / "x", lesions=lesions,
                         keep={"b": "all"})
+    with pytest.raises(ValueError, match=r"zoom names unknown models \['b'\]"):
+        R.lesion_scores({"a": tmp_path / "exact.pt"}, tmp_path / "x", lesions=lesions,
+                        zoom={"b": 2})
+
+
+def test_a_zoomed_model_scores_the_same_exact_masks(tmp_path, monkeypatch):
+    """``zoom`` reaches each model's predictor: the oracle's cubes fit in the 24³ zoomed box
+    and come back exact; a factor that does not divide the crop is refused there."""
+    lesions = _lesion_cases(tmp_path / "lesions")
+    from sam3d.inference import predict
+
+    monkeypatch.setattr(predict, "load_for_inference",
+                        lambda checkpoint, *a, **k: (FloodModel(crop=48), SPEC))
+    res = R.lesion_scores({"zoomed": tmp_path / "exact.pt"}, tmp_path / "out", lesions=lesions,
+                          ks=(1,), zoom={"zoomed": 2})
+    assert res["per_lesion"]["dice"].tolist() == pytest.approx([100, 100])
+    with pytest.raises(ValueError, match="zoom 5 must divide the model's crop 48"):
+        R.lesion_scores({"z": tmp_path / "exact.pt"}, tmp_path / "x", lesions=lesions,
+                        zoom={"z": 5})
 
 
 def test_click_positions_on_the_held_out_lesions(tmp_path, monkeypatch):

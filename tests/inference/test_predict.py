@@ -235,6 +235,9 @@ ERRORS = {
     "missing-folder": ({"--out": "nowhere/mask.nii.gz"},
                        r"output folder .*nowhere does not exist"),
     "folder-output": ({"--out": "mask.nii.gz"}, r"mask\.nii\.gz is a folder"),
+    "zoom-zero": ({"--zoom": "0"}, r"zoom must be an integer factor ≥ 1 \(1: no zoom\), got 0"),
+    "zoom-uneven": ({"--zoom": "3"}, r"zoom 3 must divide the model's crop 64"),
+    "zoom-text": ({"--zoom": "two"}, r"argument --zoom: invalid int value: 'two'"),
 }
 CASES = [pytest.param(name, existing, id=f"{name}-{'existing' if existing else 'new'}-out")
          for name in ERRORS for existing in (False, True)
@@ -249,7 +252,7 @@ def test_cli_errors_exit_2_and_write_nothing(checkpoint, inputs, tmp_path, capsy
             "--click": "1,2,3", "--out": str(tmp_path / "mask.nii.gz")}
     for key, value in changes.items():
         folder = tmp_path if key == "--out" else inputs["small.nii.gz"].parent
-        args[key] = value if key == "--click" else str(folder / value)
+        args[key] = value if key in ("--click", "--zoom") else str(folder / value)
     out = Path(args["--out"])
     if name == "folder-output":
         out.mkdir()
