@@ -47,9 +47,9 @@ def evaluate_dataset(model, spec: DatasetSpec, data_dir: str | Path, out_dir: st
     (:func:`sam3d.checkpoint.split_reference`: its split file, fold and seed), or a test case
     may be one the model was trained on; ``None`` is the default reference (fold 0, seed 0).
     """
+    predictor = Predictor(model, spec, device, keep=keep, zoom=zoom)  # bad settings: no folder
     out, index, ids, replay, iterator = _start(out_dir, overwrite, data_dir, spec.name, ids,
                                                part, split, clicks, progress, "evaluate")
-    predictor = Predictor(model, spec, device, keep=keep, zoom=zoom)
     rows, refinement, click_sets = [], [], []
     for case_id in iterator:
         entry = index.cases[case_id]

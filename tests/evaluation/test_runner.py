@@ -224,6 +224,11 @@ def test_refusals_write_nothing(data, tmp_path) -> None:
         _run(data, out, ids=["a", "zz"])
     with pytest.raises(ValueError, match="no test case with a lesion"):
         _run(data, out, ids=["c"])
+    for keep, zoom, message in (("some", None, "keep must be one of"),
+                                (None, 0, "zoom must be an integer factor"),
+                                (None, 3, "zoom 3 must divide the model's crop 16")):
+        with pytest.raises(ValueError, match=message):
+            _run(data, out, keep=keep, zoom=zoom)
     assert not out.exists()
 
 
