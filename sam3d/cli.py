@@ -141,16 +141,15 @@ def _check_official_flags(args: argparse.Namespace) -> None:
     if args.mode not in (None, "roi"):
         raise ValueError(f"--protocol official scores one 128³ ROI per case: --mode {args.mode} "
                          "is for --protocol sam3d")
-    if args.zoom not in (None, 1) or args.keep not in (None, "all"):
-        flag = f"--zoom {args.zoom}" if args.zoom not in (None, 1) else f"--keep {args.keep}"
-        raise ValueError(f"{flag} is not part of the official protocol (the whole 128³ ROI, "
-                         "every predicted voxel): use --protocol sam3d")
-    for flag, value, default in (("--position", args.position, "random"),
-                                 ("--refine", args.refine, 0),
-                                 ("--tolerance", args.tolerance, 5.0)):
-        if value != default:
+    for flag, value, allowed in (("--position", args.position, ("random",)),
+                                 ("--refine", args.refine, (0,)),
+                                 ("--tolerance", args.tolerance, (5.0,)),
+                                 ("--zoom", args.zoom, (None, 1)),
+                                 ("--keep", args.keep, (None, "all"))):
+        if value not in allowed:
             raise ValueError(f"{flag} {value} is not part of the official protocol (random "
-                             "clicks, no refinement, NSD at 5 mm): use --protocol sam3d")
+                             "clicks, no refinement, NSD at 5 mm, the whole 128³ ROI, every "
+                             "predicted voxel): use --protocol sam3d")
 
 
 def _evaluate_official(args: argparse.Namespace, model, spec, checkpoint) -> int:
