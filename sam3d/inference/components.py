@@ -28,6 +28,12 @@ REACH = 1
 KEEP = ("all", "clicked")
 
 
+def segments_clicked_lesion(model: object) -> bool:
+    """Whether ``model`` is asked for *the lesion a click is on* (a ``*_maps`` variant,
+    ``Sam3DConfig.maps_first_prompt``): what its predictions keep and zoom by default."""
+    return bool(getattr(getattr(model, "config", None), "maps_first_prompt", False))
+
+
 def clicked_components(prob: torch.Tensor, clicks: np.ndarray, reach: int = REACH) -> np.ndarray:
     """Bool ``D×H×W``: the voxels of ``prob`` (``D×H×W``) at or above the threshold that lie in
     a 26-connected component reaching within ``reach`` voxels of one of the ``k×3`` (d, h, w)

@@ -60,7 +60,7 @@ from ..data.clicks import check_clicks, check_label_rows
 from ..data.specs import DatasetSpec
 from ..data.transforms import build_transforms
 from ..modeling.common import check_positive
-from .components import KEEP, keep_clicked
+from .components import KEEP, keep_clicked, segments_clicked_lesion
 from .embeddings import DEFAULT_BUDGET, EmbeddingCache
 from .roi import Box, clicks_in_roi, crop_roi, paste_roi, roi_box
 from .zoom import check_zoom, default_zoom, enlarge, fits, shrink, zoom_points
@@ -81,9 +81,8 @@ class Predictor:
             raise ValueError(f"spec {spec.name!r} has no intensity statistics")
         if not 0 <= overlap < 1:
             raise ValueError(f"overlap must be in [0, 1), got {overlap}")
-        if keep is None:  # the *_maps variants segment the lesion a click is on
-            config = getattr(model, "config", None)
-            keep = "clicked" if getattr(config, "maps_first_prompt", False) else "all"
+        if keep is None:
+            keep = "clicked" if segments_clicked_lesion(model) else "all"
         if keep not in KEEP:
             raise ValueError(f"keep must be one of {KEEP}, got {keep!r}")
         self.keep = keep

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .components import clicked_components
+from .components import clicked_components, segments_clicked_lesion
 
 if TYPE_CHECKING:  # torch loads when a prediction runs, not with the command line
     import torch
@@ -39,8 +39,7 @@ MIN_EDGE = 8
 
 def default_zoom(model: object) -> int:
     """The model's own zoom factor: :data:`LESION_ZOOM` for a ``*_maps`` variant, else 1."""
-    config = getattr(model, "config", None)
-    return LESION_ZOOM if getattr(config, "maps_first_prompt", False) else 1
+    return LESION_ZOOM if segments_clicked_lesion(model) else 1
 
 
 def check_zoom(zoom: object, crop: int) -> int:
