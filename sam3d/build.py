@@ -42,7 +42,8 @@ def build_from_config(cfg: Sam3DConfig) -> Sam3D:
         for level in cfg.prompt_levels
     }
     decoder = MaskDecoder3D(cfg.out_chans, cfg.decoder_chans, len(cfg.taps), cfg.num_classes,
-                            click_chans=2 if cfg.click_maps else 0)
+                            click_chans=2 if cfg.click_maps else 0,
+                            refiner=cfg.click_refiner)
     model = Sam3D(encoder, decoder, prompts, cfg)
     apply_tuning_policy(model, cfg.tuning)
     return model

@@ -47,6 +47,11 @@ from .utils.files import atomic_write
 _FORMAT_HOMES = {"sam3d-baseline/1": "sam3d.baselines.checkpoints"}
 #: the entries of the authors' checkpoints (``train.py``'s ``save_checkpoint``)
 OFFICIAL_KEYS = ("encoder_dict", "feature_dict", "decoder_dict")
+#: parameters of the extensions (negative clicks, click maps, click refiner), which neither a
+#: paper-variant checkpoint nor the authors' format holds: they keep their start (zero where
+#: it matters, so the paper's logits) when such a file is loaded into an extension variant
+EXTENSION_KEYS = re.compile(r"(^|\.)(label_embed|click_conv)\.weight$|(^|\.)click_refiner\.")
+
 _UNUSED_PROMPT_KEYS = re.compile(
     r"positional_encoding_gaussian_matrix|.*cross_attn_token_to_image\.")
 
@@ -173,17 +178,20 @@ def official_to_sam3d(ckpt: dict, model: Sam3D) -> None:
             k.removeprefix("transformer."): v
             for k, v in features[level - 1].items() if not _UNUSED_PROMPT_KEYS.match(k)
         }
-        if prompt_encoder.label_embed is not None and "label_embed.weight" not in state:
-            # the negative-click extension is not in the authors' format: it keeps its own
-            # initialisation, whose positive row is zero (the paper's logits on positive clicks)
-            state["label_embed.weight"] = prompt_encoder.label_embed.weight.detach().clone()
-        load_state_strict(prompt_encoder, state, f"feature_dict[{level - 1}]")
+        # the negative-click extension is not in the authors' format: it keeps its own
+        # initialisation, whose positive row is zero (the paper's logits on positive clicks)
+        load_state_strict(prompt_encoder, {**_extension_start(prompt_encoder), **state},
+                          f"feature_dict[{level - 1}]")
     decoder = ckpt["decoder_dict"]
-    click_conv = model.mask_decoder.click_conv
-    if click_conv is not None and isinstance(decoder, dict) and "click_conv.weight" not in decoder:
-        # the click-map extension is not in the authors' format either: it keeps its zero start
-        decoder = {**decoder, "click_conv.weight": click_conv.weight.detach().clone()}
+    if isinstance(decoder, dict):  # the click maps and refiner: their zero start, likewise
+        decoder = {**_extension_start(model.mask_decoder), **decoder}
     load_state_strict(model.mask_decoder, decoder, "decoder_dict")
+
+
+def _extension_start(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``module``'s extension parameters (:data:`EXTENSION_KEYS`) as they are now."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()
+            if EXTENSION_KEYS.search(k)}
 
 
 def is_official_checkpoint(ckpt: object) -> bool:

@@ -36,6 +36,9 @@ class Sam3DConfig:
     resolution (:mod:`sam3d.modeling.click_maps`; not in the paper; off by default): the
     corrective clicks, or with ``maps_first_prompt`` every click, the first prompt's too, as
     positions of one object (their maps combine by maximum, not by sum).
+    ``click_refiner``: a small network corrects the logits at full resolution around the
+    corrective clicks (:mod:`sam3d.modeling.click_refiner`; not in the paper; off by
+    default; needs ``click_maps`` without ``maps_first_prompt``).
     Decoder: ``decoder_chans``, ``num_classes``. ``sam_model`` names the segment-anything
     registry entry whose checkpoint fits the encoder (None: no SAM checkpoint exists).
     ``tuning``: a key of ``TUNING_POLICIES``.
@@ -67,6 +70,7 @@ class Sam3DConfig:
     negative_clicks: bool = False
     click_maps: bool = False
     maps_first_prompt: bool = False
+    click_refiner: bool = False
     decoder_chans: int = 128
     num_classes: int = 2
     sam_model: str | None = "vit_b"
@@ -95,19 +99,22 @@ class Sam3DConfig:
         for level in self.prompt_levels:
             if not 1 <= level <= len(self.taps):
                 raise ValueError(f"prompt level {level} outside 1..{len(self.taps)}")
-        if not isinstance(self.negative_clicks, bool):
-            raise ValueError(f"negative_clicks must be true or false, got {self.negative_clicks!r}")
+        self._check_extensions()
+
+    def _check_extensions(self) -> None:
+        """The switches of the extensions (not the paper): booleans, and what each needs."""
+        for name in ("negative_clicks", "click_maps", "maps_first_prompt", "click_refiner"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.negative_clicks and not self.prompt_levels:
             raise ValueError("negative_clicks needs a prompt encoder (prompt_levels is empty)")
-        if not isinstance(self.click_maps, bool):
-            raise ValueError(f"click_maps must be true or false, got {self.click_maps!r}")
         if self.click_maps and not self.prompt_levels:
             raise ValueError("click_maps needs a prompt encoder (prompt_levels is empty)")
-        if not isinstance(self.maps_first_prompt, bool):
-            raise ValueError(f"maps_first_prompt must be true or false, got "
-                             f"{self.maps_first_prompt!r}")
         if self.maps_first_prompt and not self.click_maps:
             raise ValueError("maps_first_prompt needs click_maps=True")
+        if self.click_refiner and (not self.click_maps or self.maps_first_prompt):
+            raise ValueError("click_refiner needs click_maps=True and maps_first_prompt=False "
+                             "(it corrects around the corrective clicks)")
 
     @property
     def adapter_dim(self) -> int:
@@ -184,6 +191,8 @@ for _levels in ((3, 4), (2, 4), (1, 4), (1, 2, 3, 4)):
 # interaction_rounds). A paper checkpoint loads into it unchanged. ``*_interactive_maps``: the
 # corrective clicks also enter the decoder as maps (sam3d.modeling.click_maps; zero start, so a
 # paper checkpoint still loads unchanged), which makes a correction position-aware.
+# ``*_interactive_refine``: also a full-resolution correction around the corrective clicks
+# (sam3d.modeling.click_refiner; zero start; the book's smoke extension, book_interactive).
 for _base, _what in (("tiny", "smoke"), ("vit_b", "full")):
     register(CONFIGS[_base].replace(
         name=f"{_base}_interactive", negative_clicks=True,
@@ -193,6 +202,11 @@ for _base, _what in (("tiny", "smoke"), ("vit_b", "full")):
         name=f"{_base}_interactive_maps", click_maps=True,
         description=f"{_base}_interactive with the clicks also as maps in the decoder "
                     f"(extension, {_what} mode)",
+    ))
+    register(CONFIGS[f"{_base}_interactive_maps"].replace(
+        name=f"{_base}_interactive_refine", click_refiner=True,
+        description=f"{_base}_interactive_maps with a full-resolution correction around the "
+                    f"corrective clicks (extension, {_what} mode)",
     ))
     # every click as a map, the first prompt's too, positive clicks only: a click says where
     # the one lesion to segment is (the book's real-CT model, book_real; not in the paper)

@@ -13,11 +13,11 @@ extension's own parameters may be absent from it, and keep their start.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..checkpoint import (
+    EXTENSION_KEYS,
     CheckpointError,
     CheckpointFile,
     is_official_checkpoint,
@@ -31,8 +31,6 @@ from ..modeling import Sam3D
 if TYPE_CHECKING:
     from .config import TrainConfig
 
-#: parameters of the extensions, which a paper-variant checkpoint does not hold
-EXTENSION_KEYS = re.compile(r"(^|\.)(label_embed|click_conv)\.weight$")
 
 
 def init_chain(cfg: TrainConfig) -> list[TrainConfig]:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .click_refiner import ClickRefiner
 from .common import check_positive
 from .conv import Conv3d, conv3d
 
@@ -84,6 +85,9 @@ class MaskDecoder3D(nn.Module):
       click_chans (int): click maps (0, the paper; 2 for the click-map extension,
         :mod:`sam3d.modeling.click_maps`): a 3×3×3 convolution ``click_conv`` of its own,
         initialised to zero, adds them to the first classifier convolution's output.
+      refiner (bool): the click refiner's parameters live here too (``click_refiner``,
+        :class:`~sam3d.modeling.click_refiner.ClickRefiner`; needs click maps), so they train
+        with the decoder; :meth:`Sam3D.decode` applies it at full resolution.
 
     ``forward(feats, skip, out_size)``: feats = ``levels`` tensors ``B×in×g×g×g``; skip
     ``B×1×2g×2g×2g``; returns ``B×num_classes×S×S×S`` with ``S = out_size`` (trilinear,
@@ -92,7 +96,7 @@ class MaskDecoder3D(nn.Module):
 
     def __init__(
         self, in_chans: int = 256, mid_chans: int = 128, levels: int = 4, num_classes: int = 2,
-        skip_chans: int = 1, click_chans: int = 0,
+        skip_chans: int = 1, click_chans: int = 0, refiner: bool = False,
     ) -> None:
         super().__init__()
         check_positive(num_classes=num_classes, skip_chans=skip_chans)
@@ -107,6 +111,9 @@ class MaskDecoder3D(nn.Module):
         if click_chans:
             self.click_conv = Conv3d(click_chans, mid_chans, 3, padding=1, bias=False)
             nn.init.zeros_(self.click_conv.weight)  # the paper's logits until trained
+        if refiner and not click_chans:
+            raise ValueError("refiner needs click maps (click_chans=2)")
+        self.click_refiner = ClickRefiner() if refiner else None
 
     def forward(self, feats: Sequence[torch.Tensor], skip: torch.Tensor, out_size: int,
                 ) -> torch.Tensor:

@@ -114,6 +114,11 @@ class Sam3D(nn.Module):
         return getattr(self.mask_decoder, "click_conv", None) is not None
 
     @property
+    def _refiner(self) -> nn.Module | None:
+        """The click refiner (``Sam3DConfig.click_refiner``), else None."""
+        return getattr(self.mask_decoder, "click_refiner", None)
+
+    @property
     def crop(self) -> int:
         return self.config.crop  # checked against the patch embedding's crop at construction
 
@@ -190,6 +195,8 @@ class Sam3D(nn.Module):
         skip = F.adaptive_avg_pool3d(volume[:, :1].permute(0, 1, 3, 4, 2), 2 * feats[0].shape[-1])
         prompted = [int(k) - 1 for k in self.prompt_encoders]
         decoder = self.mask_decoder.precompute(feats, skip, prompted)
+        if self._refiner is not None:  # the click refiner works on the input's voxels
+            decoder["image"] = volume[:, :1]
         return Embedding({i: feats[i] for i in prompted}, decoder, tuple(volume.shape),
                          volume.device)
 
@@ -235,6 +242,11 @@ class Sam3D(nn.Module):
                                    embedding.decoder["fixed"].shape[-1],
                                    combine="max" if positions else "sum")
             logits = self.mask_decoder.decode(embedding.decoder, levels, self.crop, maps)
+            if self._refiner is not None and not positions:  # full-resolution correction
+                logits = self._refiner(logits.float().permute(0, 1, 4, 2, 3),
+                                       embedding.decoder["image"], points[:, first_prompt:],
+                                       later)
+                return logits.float()
         return logits.float().permute(0, 1, 4, 2, 3)  # float32 under any caller's autocast
 
 

@@ -32,6 +32,9 @@ NO_GRADIENT = {
     # the click maps carry only corrective clicks (Sam3D.decode's first_prompt); this epoch has
     # no interaction rounds, so its maps are empty and their convolution gets no gradient
     "tiny_interactive_maps": {"mask_decoder.click_conv.weight"},
+    # the same, and the click refiner works only around corrective clicks
+    "tiny_interactive_refine": {"mask_decoder.click_conv.weight"} | {
+        f"mask_decoder.click_refiner.net.{i}.{p}" for i in (0, 2, 4) for p in ("weight", "bias")},
 }
 
 
@@ -53,11 +56,12 @@ def shared(tmp_path_factory) -> Path:
 def test_the_registry_holds_both_ablation_families() -> None:
     auto = [n for n in ABLATIONS if n.startswith("tiny_auto_")]
     levels = [n for n in ABLATIONS if n.startswith("tiny_levels_")]
-    assert len(auto) == 6 and len(levels) == 4 and len(ABLATIONS) == 13, ABLATIONS
-    # and the negative-click extension, with and without click maps, and every click as a map
-    # (the book's real-CT model): not ablations of the paper, but variants to train
-    assert set(ABLATIONS) - set(auto) - set(levels) == {"tiny_interactive",
-                                                          "tiny_interactive_maps", "tiny_maps"}
+    assert len(auto) == 6 and len(levels) == 4 and len(ABLATIONS) == 14, ABLATIONS
+    # and the negative-click extension, with and without click maps and click refiner, and
+    # every click as a map (the book's real-CT model): not ablations of the paper, but
+    # variants to train
+    assert set(ABLATIONS) - set(auto) - set(levels) == {
+        "tiny_interactive", "tiny_interactive_maps", "tiny_interactive_refine", "tiny_maps"}
     assert {CONFIGS[n].tuning for n in auto} == {"paper", "full", "peft"}
     assert all(CONFIGS[n].prompt_levels == () for n in auto)
     assert all(len(CONFIGS[n].prompt_levels) > 1 for n in levels)

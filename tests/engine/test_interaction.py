@@ -96,21 +96,23 @@ def test_book_interactive_trains_the_extension_with_simulated_interaction() -> N
     """The book's smoke extension model (trained once into outputs/runs, ≈ 1.5 min beyond
     ``book_smoke``, which ``tests/engine/test_cached.py`` trains first; the clicks chapter
     reuses it): started from ``book_smoke`` (``init_from``), it validates as well as that model
-    after its first epoch, learns the phantoms, and moves its label embedding and click-map
-    convolution off their zero start."""
+    after its first epoch, learns the phantoms, and moves its label embedding, click-map
+    convolution and click refiner's last convolution off their zero start."""
     from sam3d.checkpoint import load_checkpoint
     from sam3d.engine.loop import read_metrics
     from sam3d.experiments.training import smoke_model
 
     run = smoke_model("book_interactive")
     cfg = run["config"]
-    assert cfg.variant == "tiny_interactive_maps" and cfg.interaction_rounds == 3
+    assert cfg.variant == "tiny_interactive_refine" and cfg.interaction_rounds == 3
     assert cfg.init_from == "book_smoke"
     model = load_checkpoint(run["checkpoint"])
     assert model.negative_clicks and model.click_maps
     table = model.prompt_encoders["4"].label_embed.weight.detach()
     assert table[1].abs().max() > 1e-4  # the positive row, zero at the start, was trained
     assert model.mask_decoder.click_conv.weight.abs().max() > 1e-4  # so was the maps' conv
+    last = model.mask_decoder.click_refiner.net[-1]  # and the refiner's output
+    assert last.weight.abs().max() > 1e-4
     history = read_metrics(run["run_dir"] / "metrics.csv")
     assert len(history) == cfg.epochs and max(h["val_dice"] for h in history) > 0.8
     # a warm start: one epoch from book_smoke validates well (from scratch: about 0.1)
