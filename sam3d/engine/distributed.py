@@ -36,10 +36,13 @@ class DistContext:
             dist.barrier()
 
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` for this world: itself, or under DDP (which looks for the parameters a
+        step left without gradient when the model says it may: ``conditional_parameters``)."""
         if self.world == 1:
             return model
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids)
+        unused = bool(getattr(model, "conditional_parameters", False))
+        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused)
 
     def mean(self, values: list[float]) -> float:
         """Mean over every value of every rank."""

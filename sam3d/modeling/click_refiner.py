@@ -44,6 +44,7 @@ class ClickRefiner(nn.Module):
         self.margin, self.sigma = int(margin), float(sigma)
         last = Conv3d(chans, 2, 3, padding=1)
         nn.init.zeros_(last.weight)  # no correction until trained
+        assert last.bias is not None
         nn.init.zeros_(last.bias)
         self.net = nn.Sequential(Conv3d(5, chans, 3, padding=1), nn.ReLU(),
                                  Conv3d(chans, chans, 3, padding=1), nn.ReLU(), last)
@@ -62,7 +63,8 @@ class ClickRefiner(nn.Module):
         for b in range(logits.shape[0]):
             lo = (where[b].amin(0).floor().long() - self.margin).clamp(min=0)
             hi = torch.minimum(where[b].amax(0).ceil().long() + self.margin + 1, size)
-            box = (b, slice(None), *(slice(int(a), int(z)) for a, z in zip(lo, hi, strict=True)))
+            box: tuple[int | slice, ...] = (
+                b, slice(None), *(slice(int(a), int(z)) for a, z in zip(lo, hi, strict=True)))
             maps = self._maps(points[b], None if labels is None else labels[b], lo, hi)
             gate = maps.sum(1, keepdim=True).clamp(max=1.0)
             window = out[box][None]
@@ -75,7 +77,7 @@ class ClickRefiner(nn.Module):
         """The positive and negative clicks' Gaussian sums over the box ``lo``..``hi``:
         ``1×2×d×h×w`` float32."""
         p = points.to(torch.float32)
-        d2 = 0.0
+        d2 = torch.zeros((), device=p.device)
         for axis in range(3):
             coords = torch.arange(int(lo[axis]), int(hi[axis]), device=p.device,
                                   dtype=torch.float32)

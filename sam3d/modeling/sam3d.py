@@ -53,7 +53,10 @@ class Sam3D(nn.Module):
     caller's (:func:`sam3d.engine.precision.autocast`); the logits are float32.
     ``negative_clicks`` (read-only): whether the prompt encoders carry the negative-click
     extension (``Sam3DConfig.negative_clicks``); with ``Sam3DConfig.click_maps`` the decoder
-    also takes the clicks as maps (:mod:`sam3d.modeling.click_maps`), built in :meth:`decode`.
+    also takes the clicks as maps (:mod:`sam3d.modeling.click_maps`), built in :meth:`decode`;
+    with ``Sam3DConfig.click_refiner`` :meth:`decode` also corrects the logits at full
+    resolution around the corrective clicks (:mod:`sam3d.modeling.click_refiner`; the
+    embedding then keeps the input's first channel).
 
     ``forward(volume, points, labels=None)``: volume ``B×C×D×H×W`` (C = 1 or 3, D = H = W =
     crop), points ``B×N×3`` voxel indices (d, h, w) inside the volume (ignored by a prompt-free
@@ -112,6 +115,14 @@ class Sam3D(nn.Module):
         """Whether the decoder also takes the clicks as maps (``Sam3DConfig.click_maps``)."""
         # getattr: the literal decoder (modeling/literal.py) stands in without click_conv
         return getattr(self.mask_decoder, "click_conv", None) is not None
+
+    @property
+    def conditional_parameters(self) -> bool:
+        """Whether a training step may leave parameters without gradient: the click refiner
+        acts only on corrective clicks, which a step of simulated interaction may not draw
+        (DDP then looks for unused parameters,
+        :meth:`sam3d.engine.distributed.DistContext.wrap`)."""
+        return self._refiner is not None
 
     @property
     def _refiner(self) -> nn.Module | None:

@@ -203,8 +203,14 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(smoke_cfg, tmp_path
 
 
 @pytest.mark.slow
-def test_two_process_ddp_on_cpu(smoke_cfg, tmp_path) -> None:
-    cfg = _write_yaml(smoke_cfg, tmp_path / "ddp.yaml", phantoms=6)
+@pytest.mark.parametrize("changes", [
+    {},
+    # the click refiner acts only on corrective clicks, which each rank draws for itself
+    # (0..3 rounds a step): a step can leave its parameters without gradient on one rank
+    {"variant": "tiny_interactive_refine", "interaction_rounds": 3},
+], ids=["paper", "click_refiner"])
+def test_two_process_ddp_on_cpu(changes, smoke_cfg, tmp_path) -> None:
+    cfg = _write_yaml(smoke_cfg, tmp_path / "ddp.yaml", phantoms=6, **changes)
     torchrun = Path(sys.executable).parent / "torchrun"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m",
