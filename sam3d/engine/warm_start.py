@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from .config import TrainConfig
 
 
-
 def init_chain(cfg: TrainConfig) -> list[TrainConfig]:
     """The configurations ``cfg.init_from`` names, transitively (``[]`` for a file or none).
 

@@ -47,14 +47,28 @@ def click_maps(points: torch.Tensor, labels: torch.Tensor | None, crop: Sequence
     b, n = points.shape[:2]
     if n == 0:  # no click for the maps (a first prompt alone): empty maps
         return points.new_zeros((b, 2, size, size, size), dtype=torch.float32)
-    if labels is None:
-        labels = torch.ones((b, n), dtype=torch.long, device=points.device)
     scale = points.new_tensor([float(s) for s in crop]) / size  # voxels per cell, per axis
     cells = (points.to(torch.float32) + 0.5) / scale - 0.5  # B×N×3, (d, h, w) in cells
     axis = torch.arange(size, dtype=torch.float32, device=points.device)
-    # squared distance per axis, B×N×size; then the (H, W, D) grid by broadcasting
-    d2 = (axis[None, None, None, :] - cells[..., None]) ** 2  # B×N×3×size
-    dist = d2[:, :, 1, :, None, None] + d2[:, :, 2, None, :, None] + d2[:, :, 0, None, None, :]
+    return gaussian_maps(cells, labels, (axis, axis, axis), sigma, combine)
+
+
+def gaussian_maps(points: torch.Tensor, labels: torch.Tensor | None,
+                  axes: Sequence[torch.Tensor], sigma: float,
+                  combine: str = "sum") -> torch.Tensor:
+    """The clicks' Gaussians on a grid, ``B×2×H×W×D`` ((H, W, D) layout): channel 0 the
+    positive clicks', channel 1 the negative ones', combined by ``combine`` ("sum" or "max").
+
+    ``points`` ``B×N×3`` (d, h, w, N ≥ 1) and ``axes`` (the grid's d, h and w coordinates,
+    1-D float32) in the same units as ``sigma``; ``labels`` ``B×N`` (None: all positive).
+    :func:`click_maps` (the decoder's cells) and the click refiner (a box of voxels,
+    :mod:`sam3d.modeling.click_refiner`) both build their maps here.
+    """
+    if labels is None:
+        labels = torch.ones(points.shape[:2], dtype=torch.long, device=points.device)
+    # squared distance per axis, B×N×len; then the (H, W, D) grid by broadcasting
+    d2 = [(axis[None, None, :] - points[..., i, None]) ** 2 for i, axis in enumerate(axes)]
+    dist = d2[1][:, :, :, None, None] + d2[2][:, :, None, :, None] + d2[0][:, :, None, None, :]
     g = torch.exp(-dist / (2 * sigma ** 2))  # B×N×H×W×D
     pos = (labels == 1).to(g.dtype)[..., None, None, None]
     if combine == "max":

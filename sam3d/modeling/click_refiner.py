@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .click_maps import gaussian_maps
 from .common import check_positive
 from .conv import Conv3d
 
@@ -65,27 +66,13 @@ class ClickRefiner(nn.Module):
             hi = torch.minimum(where[b].amax(0).ceil().long() + self.margin + 1, size)
             box: tuple[int | slice, ...] = (
                 b, slice(None), *(slice(int(a), int(z)) for a, z in zip(lo, hi, strict=True)))
-            maps = self._maps(points[b], None if labels is None else labels[b], lo, hi)
+            axes = [torch.arange(int(a), int(z), dtype=torch.float32, device=points.device)
+                    for a, z in zip(lo, hi, strict=True)]  # the box's voxels along d, h, w
+            maps = gaussian_maps(points[b:b + 1].to(torch.float32),
+                                 None if labels is None else labels[b:b + 1], axes,
+                                 self.sigma).permute(0, 1, 4, 2, 3)  # 1×2×d×h×w
             gate = maps.sum(1, keepdim=True).clamp(max=1.0)
             window = out[box][None]
             x = torch.cat([image[box][None].to(window.dtype), window, maps.to(window.dtype)], 1)
             out[box] = (window + self.net(x) * gate)[0]
         return out
-
-    def _maps(self, points: torch.Tensor, labels: torch.Tensor | None, lo: torch.Tensor,
-              hi: torch.Tensor) -> torch.Tensor:
-        """The positive and negative clicks' Gaussian sums over the box ``lo``..``hi``:
-        ``1×2×d×h×w`` float32."""
-        p = points.to(torch.float32)
-        d2 = torch.zeros((), device=p.device)
-        for axis in range(3):
-            coords = torch.arange(int(lo[axis]), int(hi[axis]), device=p.device,
-                                  dtype=torch.float32)
-            shape = [-1, 1, 1, 1]
-            shape[axis + 1] = coords.numel()
-            d2 = d2 + ((coords[None] - p[:, axis:axis + 1]) ** 2).reshape(shape)
-        g = torch.exp(-d2 / (2 * self.sigma ** 2))  # N×d×h×w
-        pos = torch.ones(p.shape[0], device=p.device) if labels is None \
-            else (labels == 1).to(torch.float32)
-        pos = pos[:, None, None, None]
-        return torch.stack([(g * pos).sum(0), (g * (1 - pos)).sum(0)])[None]

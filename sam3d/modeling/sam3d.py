@@ -253,7 +253,7 @@ class Sam3D(nn.Module):
                                    embedding.decoder["fixed"].shape[-1],
                                    combine="max" if positions else "sum")
             logits = self.mask_decoder.decode(embedding.decoder, levels, self.crop, maps)
-            if self._refiner is not None and not positions:  # full-resolution correction
+            if self._refiner is not None:  # full-resolution correction (never *_maps)
                 logits = self._refiner(logits.float().permute(0, 1, 4, 2, 3),
                                        embedding.decoder["image"], points[:, first_prompt:],
                                        later)
