@@ -133,12 +133,18 @@ def _model_work(kind: str, model, volume, points, device: str, warmup: int, opts
         with torch.no_grad():
             emb: dict = {}
 
+            # a model that tells a first prompt from corrections (click maps, click refiner):
+            # the first click is its prompt, the follow-up a correction
+            split = getattr(model, "takes_first_prompt", False)
+
             def first():
                 emb["e"] = model.encode(volume)
-                model.decode(emb["e"], points)
+                model.decode(emb["e"], points, **({"first_prompt": points.shape[1]} if split
+                                                  else {}))
 
             first_s = _timed(first, device, warmup)
-            follow_s = _timed(lambda: model.decode(emb["e"], other), device, warmup)
+            follow_s = _timed(lambda: model.decode(emb["e"], other, **(
+                {"first_prompt": 1} if split else {})), device, warmup)
         return {"first_click_seconds": round(first_s, 3),
                 "follow_up_click_seconds": round(follow_s, 3),
                 "embedding_gib": round(emb["e"].nbytes() / GIB, 3),

@@ -38,7 +38,10 @@ class Sam3DConfig:
     positions of one object (their maps combine by maximum, not by sum).
     ``click_refiner``: a small network corrects the logits at full resolution around the
     corrective clicks (:mod:`sam3d.modeling.click_refiner`; not in the paper; off by
-    default; needs ``click_maps`` without ``maps_first_prompt``).
+    default; needs ``click_maps`` without ``maps_first_prompt``, or ``refiner_only``).
+    ``refiner_only``: the corrective clicks act through the click refiner alone; the decoder
+    sees the first prompt only (no click maps), so the refiner can be fitted on its own
+    after training (``TrainConfig.refiner_steps``, :mod:`sam3d.engine.refiner_fit`).
     Decoder: ``decoder_chans``, ``num_classes``. ``sam_model`` names the segment-anything
     registry entry whose checkpoint fits the encoder (None: no SAM checkpoint exists).
     ``tuning``: a key of ``TUNING_POLICIES``.
@@ -71,6 +74,7 @@ class Sam3DConfig:
     click_maps: bool = False
     maps_first_prompt: bool = False
     click_refiner: bool = False
+    refiner_only: bool = False
     decoder_chans: int = 128
     num_classes: int = 2
     sam_model: str | None = "vit_b"
@@ -103,7 +107,8 @@ class Sam3DConfig:
 
     def _check_extensions(self) -> None:
         """The switches of the extensions (not the paper): booleans, and what each needs."""
-        for name in ("negative_clicks", "click_maps", "maps_first_prompt", "click_refiner"):
+        for name in ("negative_clicks", "click_maps", "maps_first_prompt", "click_refiner",
+                     "refiner_only"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.negative_clicks and not self.prompt_levels:
@@ -112,9 +117,14 @@ class Sam3DConfig:
             raise ValueError("click_maps needs a prompt encoder (prompt_levels is empty)")
         if self.maps_first_prompt and not self.click_maps:
             raise ValueError("maps_first_prompt needs click_maps=True")
-        if self.click_refiner and (not self.click_maps or self.maps_first_prompt):
-            raise ValueError("click_refiner needs click_maps=True and maps_first_prompt=False "
-                             "(it corrects around the corrective clicks)")
+        if self.refiner_only and (not self.click_refiner or not self.negative_clicks
+                                  or self.click_maps):
+            raise ValueError("refiner_only needs click_refiner=True, negative_clicks=True and "
+                             "click_maps=False (the corrections act through the refiner alone)")
+        if self.click_refiner and not self.refiner_only and (not self.click_maps
+                                                             or self.maps_first_prompt):
+            raise ValueError("click_refiner needs click_maps=True and maps_first_prompt=False, "
+                             "or refiner_only=True (it corrects around the corrective clicks)")
 
     @property
     def adapter_dim(self) -> int:
@@ -192,7 +202,10 @@ for _levels in ((3, 4), (2, 4), (1, 4), (1, 2, 3, 4)):
 # corrective clicks also enter the decoder as maps (sam3d.modeling.click_maps; zero start, so a
 # paper checkpoint still loads unchanged), which makes a correction position-aware.
 # ``*_interactive_refine``: also a full-resolution correction around the corrective clicks
-# (sam3d.modeling.click_refiner; zero start; the book's smoke extension, book_interactive).
+# (sam3d.modeling.click_refiner; zero start). ``*_interactive_local``: the corrective clicks
+# reach the refiner alone, the decoder sees the first prompt only, so the refiner is fitted on
+# its own on a trained model (TrainConfig.refiner_steps; the book's smoke extension,
+# book_interactive).
 for _base, _what in (("tiny", "smoke"), ("vit_b", "full")):
     register(CONFIGS[_base].replace(
         name=f"{_base}_interactive", negative_clicks=True,
@@ -207,6 +220,11 @@ for _base, _what in (("tiny", "smoke"), ("vit_b", "full")):
         name=f"{_base}_interactive_refine", click_refiner=True,
         description=f"{_base}_interactive_maps with a full-resolution correction around the "
                     f"corrective clicks (extension, {_what} mode)",
+    ))
+    register(CONFIGS[f"{_base}_interactive"].replace(
+        name=f"{_base}_interactive_local", click_refiner=True, refiner_only=True,
+        description=f"{_base}_interactive whose corrective clicks act through the "
+                    f"full-resolution refiner alone (extension, {_what} mode)",
     ))
     # every click as a map, the first prompt's too, positive clicks only: a click says where
     # the one lesion to segment is (the book's real-CT model, book_real; not in the paper)

@@ -147,7 +147,8 @@ class Predictor:
         if not torch.isfinite(volume).all():
             raise ValueError("image contains NaN or Inf values")
         check_positive(first_prompt=first_prompt)
-        first = first_prompt if getattr(self.model, "click_maps", False) else 0  # 0: no maps
+        # 0: no corrective clicks to tell apart (a model without click maps or refiner)
+        first = first_prompt if getattr(self.model, "takes_first_prompt", False) else 0
         shape = tuple(volume.shape[1:])
         clicks = check_clicks(np.zeros((0, 3), np.int64) if clicks is None else clicks, shape)
         positive = self.check_labels(labels, len(clicks)) if mode != "auto" else None

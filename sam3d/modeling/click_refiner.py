@@ -8,11 +8,14 @@ the mask by whole cells and mostly everywhere at once: in smoke, after the first
 negative click shrank the whole mask. FocalClick (Chen et al., CVPR 2022) refines a local
 "focus" region around the click at full resolution; this is that idea in 3D, in our own form:
 a small network sees, in the box around the corrective clicks (``margin`` voxels beyond
-them), the image at full resolution, the logits and the clicks as two Gaussian maps
-(positive, negative; ``sigma`` voxels), and adds its output to the logits weighted by the
-clicks' Gaussians (their sum, at most 1). Far from every corrective click, and for the first
-prompt, the logits are the decoder's. Its last convolution starts at zero, so a checkpoint
-without the refiner gives its own logits until the refiner is trained.
+them), the image at full resolution, the foreground's logit over the background's and the
+clicks as two Gaussian maps (positive, negative; ``sigma`` voxels), and adds its output to the
+foreground's logit weighted by the clicks' Gaussians (their sum, at most 1). Far from every
+corrective click, and for the first prompt, the logits are the decoder's. Its last
+convolution starts at zero, so a checkpoint without the refiner gives its own logits until
+the refiner is trained: with the decoder (``*_interactive_refine``), or alone on a trained
+model when the corrections reach the refiner only (``*_interactive_local``,
+``Sam3DConfig.refiner_only``; :mod:`sam3d.engine.refiner_fit`).
 
 Measured in smoke (``book_interactive``, five held-out phantoms, five corrective clicks):
 see the README's negative-click section.
@@ -26,6 +29,11 @@ from torch import nn
 from .click_maps import gaussian_maps
 from .common import check_positive
 from .conv import Conv3d
+
+# the refiner reads the foreground's margin over the background within ±CLAMP: the logit of a
+# probability in [1e-4, 1 - 1e-4], so a window's logits and a blended probability map (the
+# refiner's fit, sam3d.engine.refiner_fit) read alike
+CLAMP = 9.21
 
 
 class ClickRefiner(nn.Module):
@@ -43,12 +51,20 @@ class ClickRefiner(nn.Module):
         if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
             raise ValueError(f"sigma must be a positive number of voxels, got {sigma!r}")
         self.margin, self.sigma = int(margin), float(sigma)
-        last = Conv3d(chans, 2, 3, padding=1)
+        last = Conv3d(chans, 1, 3, padding=1)
         nn.init.zeros_(last.weight)  # no correction until trained
         assert last.bias is not None
         nn.init.zeros_(last.bias)
-        self.net = nn.Sequential(Conv3d(5, chans, 3, padding=1), nn.ReLU(),
+        self.net = nn.Sequential(Conv3d(4, chans, 3, padding=1), nn.ReLU(),
                                  Conv3d(chans, chans, 3, padding=1), nn.ReLU(), last)
+
+    def box(self, points: torch.Tensor, size: tuple[int, ...]) -> tuple[slice, ...]:
+        """The box (d, h, w slices) around one sample's corrective clicks ``N×3`` (N ≥ 1),
+        ``margin`` voxels beyond them, inside a volume of ``size`` (D, H, W)."""
+        where = points.detach().to("cpu", torch.float32)
+        lo = (where.amin(0).floor().long() - self.margin).clamp(min=0)
+        hi = torch.minimum(where.amax(0).ceil().long() + self.margin + 1, torch.tensor(size))
+        return tuple(slice(int(a), int(z)) for a, z in zip(lo, hi, strict=True))
 
     def forward(self, logits: torch.Tensor, image: torch.Tensor, points: torch.Tensor,
                 labels: torch.Tensor | None) -> torch.Tensor:
@@ -58,21 +74,21 @@ class ClickRefiner(nn.Module):
         logits as given."""
         if points.shape[1] == 0:
             return logits
-        size = torch.tensor(logits.shape[2:])
-        where = points.detach().to("cpu", torch.float32)
         out = logits.clone()
         for b in range(logits.shape[0]):
-            lo = (where[b].amin(0).floor().long() - self.margin).clamp(min=0)
-            hi = torch.minimum(where[b].amax(0).ceil().long() + self.margin + 1, size)
-            box: tuple[int | slice, ...] = (
-                b, slice(None), *(slice(int(a), int(z)) for a, z in zip(lo, hi, strict=True)))
-            axes = [torch.arange(int(a), int(z), dtype=torch.float32, device=points.device)
-                    for a, z in zip(lo, hi, strict=True)]  # the box's voxels along d, h, w
+            box = self.box(points[b], tuple(logits.shape[2:]))
+            axes = [torch.arange(s.start, s.stop, dtype=torch.float32, device=points.device)
+                    for s in box]  # the box's voxels along d, h, w
             maps = gaussian_maps(points[b:b + 1].to(torch.float32),
                                  None if labels is None else labels[b:b + 1], axes,
                                  self.sigma).permute(0, 1, 4, 2, 3)  # 1×2×d×h×w
             gate = maps.sum(1, keepdim=True).clamp(max=1.0)
-            window = out[box][None]
-            x = torch.cat([image[box][None].to(window.dtype), window, maps.to(window.dtype)], 1)
-            out[box] = (window + self.net(x) * gate)[0]
+            whole: tuple[int | slice, ...] = (b, slice(None), *box)
+            fore: tuple[int | slice, ...] = (b, slice(1, 2), *box)
+            window = out[whole][None]
+            # the foreground's logit over the background's: what a probability map gives too
+            margin = (window[:, 1:] - window[:, :1]).clamp(-CLAMP, CLAMP) / 4
+            x = torch.cat([image[whole][None].to(window.dtype), margin,
+                           maps.to(window.dtype)], 1)
+            out[fore] = (window[:, 1:] + self.net(x) * gate)[0]
         return out

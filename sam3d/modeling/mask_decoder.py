@@ -111,8 +111,6 @@ class MaskDecoder3D(nn.Module):
         if click_chans:
             self.click_conv = Conv3d(click_chans, mid_chans, 3, padding=1, bias=False)
             nn.init.zeros_(self.click_conv.weight)  # the paper's logits until trained
-        if refiner and not click_chans:
-            raise ValueError("refiner needs click maps (click_chans=2)")
         self.click_refiner = ClickRefiner() if refiner else None
 
     def forward(self, feats: Sequence[torch.Tensor], skip: torch.Tensor, out_size: int,

@@ -56,15 +56,16 @@ class Sam3D(nn.Module):
     also takes the clicks as maps (:mod:`sam3d.modeling.click_maps`), built in :meth:`decode`;
     with ``Sam3DConfig.click_refiner`` :meth:`decode` also corrects the logits at full
     resolution around the corrective clicks (:mod:`sam3d.modeling.click_refiner`; the
-    embedding then keeps the input's first channel).
+    embedding then keeps the input's first channel); with ``Sam3DConfig.refiner_only`` the
+    corrective clicks reach the refiner alone and the decoder sees the first prompt only.
 
     ``forward(volume, points, labels=None)``: volume ``B×C×D×H×W`` (C = 1 or 3, D = H = W =
     crop), points ``B×N×3`` voxel indices (d, h, w) inside the volume (ignored by a prompt-free
     model), labels ``B×N`` (1 = positive, 0 = negative; only for a model with the extension,
     None = all positive; every row needs a positive click). Returns logits ``B×2×D×H×W``. It
     is ``decode(encode(volume), points, labels)``: embed a volume once, then prompt it many
-    times (interactive use, refinement); ``first_prompt`` (a model with click maps): see
-    :meth:`decode`. The model checks shapes, never values (no host
+    times (interactive use, refinement); ``first_prompt`` (a model with click maps or a click
+    refiner): see :meth:`decode`. The model checks shapes, never values (no host
     synchronisation): a finite volume and clicks and labels that make sense are the caller's
     — :class:`sam3d.inference.predictor.Predictor` and the loaders check them.
     """
@@ -115,6 +116,12 @@ class Sam3D(nn.Module):
         """Whether the decoder also takes the clicks as maps (``Sam3DConfig.click_maps``)."""
         # getattr: the literal decoder (modeling/literal.py) stands in without click_conv
         return getattr(self.mask_decoder, "click_conv", None) is not None
+
+    @property
+    def takes_first_prompt(self) -> bool:
+        """Whether :meth:`decode` tells the first prompt from the corrective clicks after it
+        (``first_prompt``): a model with click maps or a click refiner."""
+        return self.click_maps or self._refiner is not None
 
     @property
     def conditional_parameters(self) -> bool:
@@ -221,7 +228,9 @@ class Sam3D(nn.Module):
         maps. They enter as tokens only and the maps carry the clicks after them (the
         corrections), so a model trained on the official 10 + 20 first prompt keeps its first
         click when it is given one; 0 puts every click in the maps. Ignored without maps, and
-        by a model whose configuration has ``maps_first_prompt`` (every click is a map)."""
+        by a model whose configuration has ``maps_first_prompt`` (every click is a map). With
+        ``refiner_only`` (at least 1): the decoder sees those clicks alone and the click
+        refiner the clicks after them."""
         if not isinstance(embedding, Embedding):
             raise TypeError("embedding must come from Sam3D.encode, got "
                             f"{type(embedding).__name__}")
@@ -229,35 +238,42 @@ class Sam3D(nn.Module):
         self.check_labels(labels, points)
         if labels is not None:
             labels = labels.to(device=embedding.device, dtype=torch.long)
+        local = self.config.refiner_only
+        if self.click_maps or local:
+            assert points is not None
+            if isinstance(first_prompt, bool) or not isinstance(first_prompt, int) \
+                    or not int(local) <= first_prompt <= points.shape[1]:
+                raise ValueError(f"first_prompt must be an integer in {int(local)}.."
+                                 f"{points.shape[1]} (the clicks given), got {first_prompt!r}")
+        # refiner_only: the decoder sees the first prompt alone, the refiner the corrections
+        prompt = (points, labels) if not local or points is None else \
+            (points[:, :first_prompt], None if labels is None else labels[:, :first_prompt])
         levels = {}
         if self.prompt_encoders:
-            assert points is not None  # check_points refuses None for a promptable model
-            grid_points = normalise_points(points.to(torch.float32), embedding.shape[2:])
+            assert prompt[0] is not None  # check_points refuses None for a promptable model
+            grid_points = normalise_points(prompt[0].to(torch.float32), embedding.shape[2:])
             for key, prompt_encoder in self.prompt_encoders.items():
                 level = int(key) - 1
-                levels[level] = prompt_encoder(embedding.levels[level], grid_points, labels)
+                levels[level] = prompt_encoder(embedding.levels[level], grid_points, prompt[1])
         if not self.click_maps:
             logits = self.mask_decoder.decode(embedding.decoder, levels, self.crop)
         else:  # the click-map extension (Sam3DConfig.click_maps)
             assert points is not None
-            if isinstance(first_prompt, bool) or not isinstance(first_prompt, int) \
-                    or not 0 <= first_prompt <= points.shape[1]:
-                raise ValueError(f"first_prompt must be an integer in 0..{points.shape[1]} "
-                                 f"(the clicks given), got {first_prompt!r}")
             # a *_maps variant: every click is a position of the one object, the first
             # prompt's too, and the clicks' maps combine by maximum (click_maps)
             positions = self.config.maps_first_prompt
             first_prompt = 0 if positions else first_prompt
-            later = None if labels is None else labels[:, first_prompt:]
-            maps = make_click_maps(points[:, first_prompt:], later, embedding.shape[2:],
-                                   embedding.decoder["fixed"].shape[-1],
+            maps = make_click_maps(points[:, first_prompt:],
+                                   None if labels is None else labels[:, first_prompt:],
+                                   embedding.shape[2:], embedding.decoder["fixed"].shape[-1],
                                    combine="max" if positions else "sum")
             logits = self.mask_decoder.decode(embedding.decoder, levels, self.crop, maps)
-            if self._refiner is not None:  # full-resolution correction (never *_maps)
-                logits = self._refiner(logits.float().permute(0, 1, 4, 2, 3),
-                                       embedding.decoder["image"], points[:, first_prompt:],
-                                       later)
-                return logits.float()
+        if self._refiner is not None:  # full-resolution correction (never *_maps)
+            assert points is not None
+            logits = self._refiner(logits.float().permute(0, 1, 4, 2, 3),
+                                   embedding.decoder["image"], points[:, first_prompt:],
+                                   None if labels is None else labels[:, first_prompt:])
+            return logits.float()
         return logits.float().permute(0, 1, 4, 2, 3)  # float32 under any caller's autocast
 
 

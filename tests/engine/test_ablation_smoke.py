@@ -35,6 +35,9 @@ NO_GRADIENT = {
     # the same, and the click refiner works only around corrective clicks
     "tiny_interactive_refine": {"mask_decoder.click_conv.weight"} | {
         f"mask_decoder.click_refiner.net.{i}.{p}" for i in (0, 2, 4) for p in ("weight", "bias")},
+    # the refiner alone sees corrective clicks, and is fitted after the epochs (refiner_fit)
+    "tiny_interactive_local": {
+        f"mask_decoder.click_refiner.net.{i}.{p}" for i in (0, 2, 4) for p in ("weight", "bias")},
 }
 
 
@@ -56,12 +59,14 @@ def shared(tmp_path_factory) -> Path:
 def test_the_registry_holds_both_ablation_families() -> None:
     auto = [n for n in ABLATIONS if n.startswith("tiny_auto_")]
     levels = [n for n in ABLATIONS if n.startswith("tiny_levels_")]
-    assert len(auto) == 6 and len(levels) == 4 and len(ABLATIONS) == 14, ABLATIONS
-    # and the negative-click extension, with and without click maps and click refiner, and
+    assert len(auto) == 6 and len(levels) == 4 and len(ABLATIONS) == 15, ABLATIONS
+    # and the negative-click extension, with and without click maps and click refiner (or the
+    # refiner alone), and
     # every click as a map (the book's real-CT model): not ablations of the paper, but
     # variants to train
     assert set(ABLATIONS) - set(auto) - set(levels) == {
-        "tiny_interactive", "tiny_interactive_maps", "tiny_interactive_refine", "tiny_maps"}
+        "tiny_interactive", "tiny_interactive_maps", "tiny_interactive_refine",
+        "tiny_interactive_local", "tiny_maps"}
     assert {CONFIGS[n].tuning for n in auto} == {"paper", "full", "peft"}
     assert all(CONFIGS[n].prompt_levels == () for n in auto)
     assert all(len(CONFIGS[n].prompt_levels) > 1 for n in levels)

@@ -19,6 +19,16 @@ REFINER = sorted(f"mask_decoder.click_refiner.net.{i}.{p}" for i in (0, 2, 4)
                  for p in ("weight", "bias"))
 
 
+def _corrected(tiny_inputs):
+    """``tiny_inputs`` with corrective clicks after its first prompt: ``(volume, points,
+    clicks, labels, first prompt size)``, one correction negative."""
+    volume, points = tiny_inputs
+    clicks = torch.cat([points, points.flip(1) // 2 + 3], 1)  # first prompt, then corrections
+    labels = torch.ones(clicks.shape[:2], dtype=torch.long)
+    labels[0, -1] = 0
+    return volume, points, clicks, labels, points.shape[1]
+
+
 def _trained(model):
     """``model`` with its refiner's parameters moved off their start, as after training."""
     gen = torch.Generator().manual_seed(1)
@@ -48,11 +58,7 @@ def test_the_refiner_starts_at_the_logits_without_it(randomise, tiny_inputs, tmp
     save_checkpoint(maps, tmp_path / "maps.pt")
     refine = build_sam3d("tiny_interactive_refine").eval()
     assert sorted(warm_start(refine, tmp_path / "maps.pt")) == REFINER
-    volume, points = tiny_inputs
-    clicks = torch.cat([points, points.flip(1) // 2 + 3], 1)  # first prompt, then corrections
-    labels = torch.ones(clicks.shape[:2], dtype=torch.long)
-    labels[0, -1] = 0
-    first = points.shape[1]
+    volume, points, clicks, labels, first = _corrected(tiny_inputs)
     with torch.no_grad():
         assert torch.equal(refine(volume, clicks, labels, first_prompt=first),
                            maps(volume, clicks, labels, first_prompt=first))
@@ -116,3 +122,39 @@ def test_the_refiner_trains_from_corrective_clicks(randomise) -> None:
     # the zero last convolution gets a gradient at once; the ones before it once it moves
     assert grads["mask_decoder.click_refiner.net.4.weight"].abs().max() > 0
     assert all(g is not None for g in grads.values())
+
+
+def test_refiner_only_keeps_the_corrections_out_of_the_decoder(randomise, tiny_inputs,
+                                                               tmp_path) -> None:
+    """``tiny_interactive_local``: the decoder sees the first prompt alone, so at its zero
+    start the refiner gives exactly the start's logits for the first prompt, whatever the
+    corrections; trained, it changes them only in the box around the corrections."""
+    for changes in ({"refiner_only": True}, {"refiner_only": True, "click_refiner": True,
+                                             "click_maps": True},
+                    {"refiner_only": 1, "click_refiner": True}):
+        with pytest.raises(ValueError, match="refiner_only"):
+            get_config("tiny_interactive").replace(**changes)
+    with pytest.raises(ValueError, match="refiner_only needs"):
+        get_config("tiny").replace(click_refiner=True, refiner_only=True)
+    torch.manual_seed(0)
+    start = randomise(build_sam3d("tiny_interactive")).eval()
+    save_checkpoint(start, tmp_path / "start.pt")
+    local = build_sam3d("tiny_interactive_local").eval()
+    assert local.takes_first_prompt and not local.click_maps
+    assert sorted(warm_start(local, tmp_path / "start.pt")) == REFINER
+    volume, points, clicks, labels, first = _corrected(tiny_inputs)
+    with torch.no_grad():
+        want = start(volume, points, labels[:, :first])
+        assert torch.equal(local(volume, clicks, labels, first_prompt=first), want)
+        _trained(local)
+        assert torch.equal(local(volume, points, labels[:, :first], first_prompt=first), want)
+        got = local(volume, clicks, labels, first_prompt=first)
+    assert torch.equal(got[:, 0], want[:, 0])  # the refiner moves the foreground's logit
+    changed = got[:, 1] != want[:, 1]
+    refiner = local.mask_decoder.click_refiner
+    for b in range(clicks.shape[0]):
+        inside = torch.zeros_like(changed[b])
+        inside[refiner.box(clicks[b, first:], tuple(changed.shape[1:]))] = True
+        assert changed[b][inside].any() and not (changed[b] & ~inside).any()
+    with pytest.raises(ValueError, match="first_prompt must be an integer in 1"):
+        local(volume, clicks, labels, first_prompt=0)
