@@ -27,7 +27,7 @@ _PRESENTATION = ("out_dir", "progress", "tensorboard", "name")
 # folders of earlier runs keep their keys
 _LATER = {"model": "sam3d", "crop": None, "rehearsal": False, "preprocessing": "sam3d",
           "interaction_rounds": 0, "train_target": "crop", "init_from": None,
-          "case_weights": None}
+          "case_weights": None, "refiner_steps": 0, "refiner_lr": 3e-3}
 
 
 def config_key(cfg: TrainConfig) -> str:

@@ -69,7 +69,10 @@ class TrainConfig:
     every training case equally likely; a mapping case id → weight > 0, the cases not named
     weighing 1: each crop's case drawn with those weights, with replacement; needs
     ``iterations_per_epoch`` and one process; e.g. a scarce real case drawn more often than
-    many synthetic ones, README), ``val_every``.
+    many synthetic ones, README), ``val_every``, ``refiner_steps`` (not in the paper: after
+    the epochs, fit the click refiner of a ``refiner_only`` variant alone for that many steps
+    at ``refiner_lr``, :mod:`sam3d.engine.refiner_fit`; 0 = none; ``epochs`` may then be 0
+    with ``init_from``: the start's weights, the refiner fitted on them).
     Runtime: ``seed``, ``workers``, ``device`` ("auto", "cpu", "cuda"), ``bf16``,
     ``grad_checkpointing``, ``out_dir``, ``max_minutes`` (stop after the epoch that passes it),
     ``progress`` (tqdm bars), ``tensorboard``.
@@ -113,6 +116,8 @@ class TrainConfig:
     iterations_per_epoch: int | None = None
     case_weights: dict[str, float] | None = None
     val_every: int = 1
+    refiner_steps: int = 0
+    refiner_lr: float = 3e-3
     seed: int = 0
     workers: int = 0
     device: str = "auto"
@@ -159,14 +164,27 @@ class TrainConfig:
         need(self.init_from != self.name, f"init_from names this run itself ({self.name})")
         need(self.tuning is None or self.tuning in TUNING_POLICIES,
              f"tuning {self.tuning!r} unknown; known: {sorted(TUNING_POLICIES)}")
-        for key in ("epochs", "batch_size", "val_every", "val_clicks"):
+        for key in ("batch_size", "val_every", "val_clicks"):
             need(isinstance(getattr(self, key), int) and getattr(self, key) >= 1,
                  f"{key} must be an integer ≥ 1, got {getattr(self, key)!r}")
         for key in ("train_lesion_clicks", "train_random_clicks", "phantoms", "workers", "seed",
-                    "fold", "interaction_rounds"):
+                    "fold", "interaction_rounds", "refiner_steps"):
             need(isinstance(getattr(self, key), int) and getattr(self, key) >= 0,
                  f"{key} must be an integer ≥ 0, got {getattr(self, key)!r}")
         need(self.train_lesion_clicks + self.train_random_clicks >= 1, "no training clicks")
+        fits = self.refiner_steps > 0 and self.init_from is not None
+        need(isinstance(self.epochs, int) and not isinstance(self.epochs, bool)
+             and (self.epochs >= 1 or (self.epochs == 0 and fits)),
+             f"epochs must be an integer ≥ 1 (0 only with init_from and refiner_steps), got "
+             f"{self.epochs!r}")
+        need(not self.refiner_steps or (self.model == "sam3d" and self.variant in CONFIGS
+                                        and CONFIGS[self.variant].refiner_only),
+             f"refiner_steps needs a sam3d variant whose corrections act through the click "
+             f"refiner alone (refiner_only, e.g. tiny_interactive_local), got "
+             f"{self.variant!r}")
+        need(isinstance(self.refiner_lr, (int, float)) and not isinstance(self.refiner_lr, bool)
+             and self.refiner_lr > 0, f"refiner_lr must be a positive number, got "
+                                      f"{self.refiner_lr!r}")
         need(not self.interaction_rounds or (self.model == "sam3d"
                                              and bool(CONFIGS[self.variant].prompt_levels)),
              "interaction_rounds needs a click-prompted sam3d variant (corrective clicks)")

@@ -70,10 +70,10 @@ def batch_clicks(labels: torch.Tensor, rng: np.random.Generator, n_lesion: int,
 
 
 def _first_prompt(model, points: torch.Tensor) -> dict:
-    """``{"first_prompt": N}`` for a model with click maps given the first prompt ``B×N×3``
-    (its clicks stay out of the maps, :meth:`Sam3D.decode`), else no argument."""
-    return {"first_prompt": int(points.shape[1])} if getattr(model, "click_maps", False) \
-        else {}
+    """``{"first_prompt": N}`` for a model with click maps or a click refiner given the first
+    prompt ``B×N×3`` (its clicks are no corrections, :meth:`Sam3D.decode`), else no argument."""
+    return {"first_prompt": int(points.shape[1])} \
+        if getattr(model, "takes_first_prompt", False) else {}
 
 
 def _dice(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -277,12 +277,43 @@ class Trainer:
                 self.dist.log(f"stopping after epoch {epoch}: time budget of "
                               f"{cfg.max_minutes} min reached")
                 break
-        if self.dist.is_main:
-            plot_history(history, self.out / "curves.png")
+        self._after_epochs(model, optimizer, scheduler, best, history)
         if writer is not None:
             writer.close()
         self.dist.close()
         return history
+
+    def _after_epochs(self, model, optimizer, scheduler, best: float,
+                      history: list[dict]) -> None:
+        """The curves, and the click refiner's fit once every epoch has run."""
+        if self.cfg.refiner_steps and len(history) == self.cfg.epochs:
+            if self.dist.is_main:
+                self._fit_refiner(model, optimizer, scheduler, best, history)
+            self.dist.barrier()
+        if self.dist.is_main and history:
+            plot_history(history, self.out / "curves.png")
+
+    def _fit_refiner(self, model, optimizer, scheduler, best: float, history: list[dict]) -> None:
+        """Fit the click refiner alone on the run's result (best.pt if the epochs wrote one,
+        else the start) and write it to best.pt and last.pt (:mod:`sam3d.engine.refiner_fit`);
+        nothing when best.pt already holds a fitted refiner (a resumed run)."""
+        from ..inference.predictor import Predictor
+        from .refiner_fit import fit_click_refiner
+
+        cfg, path = self.cfg, self.out / "best.pt"
+        if path.is_file() and load_training_state(path, model, optimizer, scheduler).get("refiner"):
+            return
+        index = read_index(cfg.data_dir)
+        split = SplitRef.of(cfg.as_dict()).resolve(cfg.dataset, index.case_ids())
+        cases = [index.cases[i] for i in index.lesion_cases(split["train"])]
+        fitted = fit_click_refiner(model, Predictor(model, self.spec, self.device), cases,
+                                   steps=cfg.refiner_steps, lr=cfg.refiner_lr, seed=cfg.seed,
+                                   log=self.dist.log)
+        kw: dict[str, Any] = {"epoch": cfg.epochs, "best": best, "history": history,
+                              "config": cfg.as_dict(), "preprocessing": self.preprocessing(),
+                              "refiner": fitted}
+        for name in ("best.pt", "last.pt"):
+            save_training_state(self.out / name, model, optimizer, scheduler, **kw)
 
     def _train_epoch(self, net, model, dataset, optimizer, loss_fn, epoch: int):
         cfg = self.cfg

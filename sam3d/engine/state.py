@@ -21,12 +21,17 @@ TRAIN_FORMAT = "sam3d-train/1"
 
 def save_training_state(path: str | Path, model, optimizer, scheduler, *, epoch: int,
                         best: float, history: list[dict], config: dict,
-                        preprocessing: dict | None = None) -> None:
-    """Write model + resumable training state (+ the preprocessing constants) atomically."""
+                        preprocessing: dict | None = None,
+                        refiner: list[dict] | None = None) -> None:
+    """Write model + resumable training state (+ the preprocessing constants) atomically;
+    ``refiner``: the click refiner's fit after the epochs (:mod:`sam3d.engine.refiner_fit`),
+    recorded so a resumed run does not fit it twice."""
     train = {"format": TRAIN_FORMAT, "epoch": int(epoch), "best": float(best),
              "history": history, "config": config, "preprocessing": preprocessing,
              "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict()}
+    if refiner is not None:
+        train["refiner"] = refiner
     save_checkpoint(model, path, extra={"train": train})
 
 

@@ -22,15 +22,16 @@ def test_key_ignores_where_and_how_a_run_reports_but_not_what_it_learns(smoke_cf
 
 def test_key_of_a_sam3d_run_is_that_of_before_the_model_setting(smoke_cfg) -> None:
     """``model``/``crop`` (added for the supervised baselines), ``rehearsal`` (the full-mode
-    rehearsal), ``preprocessing``, ``interaction_rounds``, ``train_target``, ``init_from`` and
-    ``case_weights`` leave the keys of existing sam3d runs as they were; a baseline run, a
-    rehearsal run and an official-layout run get their own keys."""
+    rehearsal), ``preprocessing``, ``interaction_rounds``, ``train_target``, ``init_from``,
+    ``case_weights``, ``refiner_steps`` and ``refiner_lr`` leave the keys of existing sam3d
+    runs as they were; a baseline run, a rehearsal run and an official-layout run get their
+    own keys."""
     import hashlib
 
     doc = {k: v for k, v in smoke_cfg.as_dict().items()
            if k not in ("out_dir", "progress", "tensorboard", "name", "model", "crop", "rehearsal",
                         "preprocessing", "interaction_rounds", "train_target", "init_from",
-                        "case_weights")}
+                        "case_weights", "refiner_steps", "refiner_lr")}
     before = hashlib.sha256(json.dumps(doc, sort_keys=True, default=list).encode()).hexdigest()
     assert config_key(smoke_cfg) == before[:10]
     baseline = smoke_cfg.replace(model="dynunet_smoke")
@@ -40,6 +41,10 @@ def test_key_of_a_sam3d_run_is_that_of_before_the_model_setting(smoke_cfg) -> No
     assert config_key(smoke_cfg.replace(variant="tiny_interactive", interaction_rounds=2)) != \
         config_key(smoke_cfg.replace(variant="tiny_interactive"))
     assert config_key(smoke_cfg.replace(train_target="clicked_lesion")) != config_key(smoke_cfg)
+    local = smoke_cfg.replace(variant="tiny_interactive_local")
+    assert config_key(local.replace(refiner_steps=5)) != config_key(local)
+    assert config_key(local.replace(refiner_steps=5, refiner_lr=1e-3)) != \
+        config_key(local.replace(refiner_steps=5))
     weighted = smoke_cfg.replace(iterations_per_epoch=4)
     assert config_key(weighted.replace(case_weights={"phantom_000": 3})) != config_key(weighted)
     kits = smoke_cfg.replace(dataset="kits")
