@@ -132,8 +132,10 @@ class Trainer:
         split = SplitRef.of(cfg.as_dict()).resolve(cfg.dataset, index.case_ids())
         # statistics (constants, or computed over the training split) are fixed once here and
         # stored in every checkpoint, so prediction preprocesses exactly as training did
+        # the training cases with lesion: the statistics' cases, and the click refiner's fit
+        self.lesion_cases = [index.cases[i] for i in index.lesion_cases(split["train"])]
         self.spec = spec_with_statistics(get_spec(cfg.dataset), index,
-                                         index.lesion_cases(split["train"]), cfg.cache_dir)
+                                         [c.case_id for c in self.lesion_cases], cfg.cache_dir)
         kw: dict[str, Any] = {"crop": crop, "split_file": cfg.split_file, "fold": cfg.fold,
                               "seed": cfg.seed, "cache_dir": cfg.cache_dir,
                               "preprocessing": cfg.preprocessing,
@@ -303,10 +305,8 @@ class Trainer:
         cfg, path = self.cfg, self.out / "best.pt"
         if path.is_file() and load_training_state(path, model, optimizer, scheduler).get("refiner"):
             return
-        index = read_index(cfg.data_dir)
-        split = SplitRef.of(cfg.as_dict()).resolve(cfg.dataset, index.case_ids())
-        cases = [index.cases[i] for i in index.lesion_cases(split["train"])]
-        fitted = fit_click_refiner(model, Predictor(model, self.spec, self.device), cases,
+        fitted = fit_click_refiner(model, Predictor(model, self.spec, self.device),
+                                   self.lesion_cases,
                                    steps=cfg.refiner_steps, lr=cfg.refiner_lr, seed=cfg.seed,
                                    log=self.dist.log)
         kw: dict[str, Any] = {"epoch": cfg.epochs, "best": best, "history": history,
